@@ -1,0 +1,88 @@
+-- Shapes of the events in the change log and the doorbell that announces them.
+
+-- Every tenant gets its change-log head when it is created, so writers can always lock it.
+CREATE OR REPLACE FUNCTION pgtrack_tenants_after_insert() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO change_log_heads (tenant_id) SELECT id FROM new_tenants ON CONFLICT DO NOTHING;
+    RETURN NULL;
+END
+$$;
+
+DROP TRIGGER IF EXISTS tenants_after_insert ON tenants;
+CREATE TRIGGER tenants_after_insert AFTER INSERT ON tenants
+    REFERENCING NEW TABLE AS new_tenants
+    FOR EACH STATEMENT EXECUTE FUNCTION pgtrack_tenants_after_insert();
+
+-- ISO-8601 UTC with milliseconds, the time format of every JSON the service emits.
+CREATE OR REPLACE FUNCTION pgtrack_iso_time(t timestamptz) RETURNS text
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT to_char(t AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')
+$$;
+
+-- The JSON of one position, shared by location_update events, snapshots and the REST API.
+CREATE OR REPLACE FUNCTION pgtrack_position_json(
+    device_id uuid, booking_id text, fix_time timestamptz, received_at timestamptz,
+    location geography, speed double precision, heading double precision,
+    altitude double precision, accuracy double precision, battery double precision,
+    attributes jsonb
+) RETURNS jsonb
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT jsonb_strip_nulls(jsonb_build_object(
+        'device_id', device_id,
+        'booking_id', booking_id,
+        'latitude', round(ST_Y(location::geometry)::numeric, 7)::float8,
+        'longitude', round(ST_X(location::geometry)::numeric, 7)::float8,
+        'timestamp', pgtrack_iso_time(fix_time),
+        'received_at', pgtrack_iso_time(received_at),
+        'speed', speed,
+        'heading', heading,
+        'altitude', altitude,
+        'accuracy', accuracy,
+        'battery', battery
+    )) || jsonb_build_object('attributes', attributes)
+$$;
+
+-- Rings the doorbell for seqs (first_seq, last_seq] of one tenant that were just logged.
+-- One NOTIFY on the tenant channel and one per booking touched, never one per row. Small
+-- batches carry their events inline (the fast path); larger ones carry only the seq range and
+-- the listener reads the rows from change_log. pg_notify's limit is 8000 bytes.
+CREATE OR REPLACE FUNCTION pgtrack_notify_logged(p_tenant text, first_seq bigint, last_seq bigint)
+RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    inline_limit constant integer := 7500;
+    inline_rows  constant integer := 16;
+    grp          record;
+    message      text;
+BEGIN
+    FOR grp IN
+        SELECT NULL::text AS booking_id, min(seq) AS lo, max(seq) AS hi, count(*) AS n,
+               CASE WHEN count(*) <= inline_rows THEN
+                   jsonb_agg(jsonb_build_object('s', seq, 'k', kind, 'd', payload::text) ORDER BY seq)
+               END AS events
+          FROM change_log
+         WHERE tenant_id = p_tenant AND seq > first_seq AND seq <= last_seq
+        UNION ALL
+        SELECT booking_id, min(seq), max(seq), count(*),
+               CASE WHEN count(*) <= inline_rows THEN
+                   jsonb_agg(jsonb_build_object('s', seq, 'k', kind, 'd', payload::text) ORDER BY seq)
+               END
+          FROM change_log
+         WHERE tenant_id = p_tenant AND seq > first_seq AND seq <= last_seq AND booking_id IS NOT NULL
+         GROUP BY booking_id
+    LOOP
+        CONTINUE WHEN grp.n = 0;
+        message := jsonb_build_object('t', p_tenant, 'b', grp.booking_id, 'f', grp.lo, 'l', grp.hi,
+                                      'n', grp.n, 'e', grp.events)::text;
+        IF length(message) > inline_limit THEN
+            message := jsonb_build_object('t', p_tenant, 'b', grp.booking_id, 'f', grp.lo, 'l', grp.hi,
+                                          'n', grp.n)::text;
+        END IF;
+        PERFORM pg_notify(
+            CASE WHEN grp.booking_id IS NULL THEN 'pgtrack.tenant.' || p_tenant
+                 ELSE 'pgtrack.booking.' || grp.booking_id END,
+            message);
+    END LOOP;
+END
+$$;

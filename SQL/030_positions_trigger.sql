@@ -1,0 +1,57 @@
+-- Every insert into positions, whether from the REST API or from any program speaking SQL,
+-- logs one location_update per row, upserts latest_positions and rings the doorbell, all in
+-- the inserting transaction. Statement-level with a transition table: a 1,000-row INSERT is
+-- a handful of set-based statements and one NOTIFY per channel, not 1,000 of each.
+
+CREATE OR REPLACE FUNCTION pgtrack_positions_after_insert() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    grp  record;
+    base bigint;
+BEGIN
+    -- Tenants in a fixed order so concurrent multi-tenant batches cannot deadlock on heads.
+    FOR grp IN SELECT tenant_id, count(*) AS n FROM new_rows GROUP BY tenant_id ORDER BY tenant_id LOOP
+        -- Reserve n seqs; the row lock is held until commit, so this tenant's seqs commit in order.
+        UPDATE change_log_heads SET last_seq = last_seq + grp.n
+         WHERE tenant_id = grp.tenant_id
+        RETURNING last_seq - grp.n INTO base;
+
+        WITH numbered AS (
+            SELECT r.*, base + row_number() OVER (ORDER BY r.id) AS seq
+              FROM new_rows r
+             WHERE r.tenant_id = grp.tenant_id
+        ), logged AS (
+            INSERT INTO change_log (tenant_id, seq, kind, device_id, booking_id, payload)
+            SELECT tenant_id, seq, 'location_update', device_id, booking_id,
+                   jsonb_build_object('seq', seq, 'type', 'location_update')
+                   || pgtrack_position_json(device_id, booking_id, fix_time, received_at, location,
+                                            speed, heading, altitude, accuracy, battery, attributes)
+              FROM numbered
+        )
+        INSERT INTO latest_positions AS lp (device_id, tenant_id, booking_id, fix_time, received_at,
+                                            location, speed, heading, altitude, accuracy, battery,
+                                            attributes, seq)
+        SELECT DISTINCT ON (device_id)
+               device_id, tenant_id, booking_id, fix_time, received_at, location, speed, heading,
+               altitude, accuracy, battery, attributes, seq
+          FROM numbered
+         ORDER BY device_id, fix_time DESC, seq DESC
+        ON CONFLICT (device_id) DO UPDATE SET
+               booking_id = EXCLUDED.booking_id, fix_time = EXCLUDED.fix_time,
+               received_at = EXCLUDED.received_at, location = EXCLUDED.location,
+               speed = EXCLUDED.speed, heading = EXCLUDED.heading, altitude = EXCLUDED.altitude,
+               accuracy = EXCLUDED.accuracy, battery = EXCLUDED.battery,
+               attributes = EXCLUDED.attributes, seq = EXCLUDED.seq
+         -- An older (or equally old) fix never replaces the one shown on the map.
+         WHERE lp.fix_time < EXCLUDED.fix_time;
+
+        PERFORM pgtrack_notify_logged(grp.tenant_id, base, base + grp.n);
+    END LOOP;
+    RETURN NULL;
+END
+$$;
+
+DROP TRIGGER IF EXISTS positions_after_insert ON positions;
+CREATE TRIGGER positions_after_insert AFTER INSERT ON positions
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION pgtrack_positions_after_insert();

@@ -1,0 +1,74 @@
+/// Client-supplied identifiers. Both end up in NOTIFY channel names, which PostgresNIO sends
+/// unescaped inside `LISTEN "…"`, and channel names are limited to 63 bytes: every id is
+/// checked against a strict pattern before it reaches SQL or a channel.
+public struct TenantID: Hashable, Sendable, CustomStringConvertible {
+    public let rawValue: String
+    public static let rule = "1–40 characters: lowercase letters, digits, '_' or '-', starting with a letter or digit"
+
+    public init?(_ rawValue: String) {
+        guard (1...40).contains(rawValue.utf8.count),
+              rawValue.utf8.allSatisfy({ Self.isAllowed($0) }),
+              let first = rawValue.utf8.first, first != UInt8(ascii: "_"), first != UInt8(ascii: "-")
+        else { return nil }
+        self.rawValue = rawValue
+    }
+
+    public var description: String { rawValue }
+
+    private static func isAllowed(_ byte: UInt8) -> Bool {
+        (byte >= UInt8(ascii: "a") && byte <= UInt8(ascii: "z")) || (byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9"))
+            || byte == UInt8(ascii: "_") || byte == UInt8(ascii: "-")
+    }
+}
+
+public struct BookingID: Hashable, Sendable, CustomStringConvertible {
+    public let rawValue: String
+    public static let rule = "1–40 characters: letters, digits, '.', '_', ':' or '-'"
+
+    public init?(_ rawValue: String) {
+        guard (1...40).contains(rawValue.utf8.count), rawValue.utf8.allSatisfy({ Self.isAllowed($0) }) else { return nil }
+        self.rawValue = rawValue
+    }
+
+    public var description: String { rawValue }
+
+    private static func isAllowed(_ byte: UInt8) -> Bool {
+        (byte >= UInt8(ascii: "a") && byte <= UInt8(ascii: "z")) || (byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z"))
+            || (byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9"))
+            || byte == UInt8(ascii: ".") || byte == UInt8(ascii: "_") || byte == UInt8(ascii: ":") || byte == UInt8(ascii: "-")
+    }
+}
+
+/// A stream a client can subscribe to, and the NOTIFY channel that rings for it.
+///
+/// Booking channels are named by booking id only (tenant + booking would exceed 63 bytes);
+/// the doorbell payload carries the tenant, and the listener drops rings of other tenants.
+public enum BusTopic: Hashable, Sendable, CustomStringConvertible {
+    case tenant(TenantID)
+    case booking(TenantID, BookingID)
+
+    public var tenant: TenantID {
+        switch self {
+        case .tenant(let tenant), .booking(let tenant, _): return tenant
+        }
+    }
+
+    public var booking: BookingID? {
+        if case .booking(_, let booking) = self { return booking }
+        return nil
+    }
+
+    public var channel: String {
+        switch self {
+        case .tenant(let tenant): return "pgtrack.tenant.\(tenant.rawValue)"
+        case .booking(_, let booking): return "pgtrack.booking.\(booking.rawValue)"
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .tenant(let tenant): return "tenant \(tenant)"
+        case .booking(let tenant, let booking): return "booking \(booking) of tenant \(tenant)"
+        }
+    }
+}

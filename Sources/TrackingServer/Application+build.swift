@@ -1,0 +1,45 @@
+import Hummingbird
+import Logging
+import PostgresNIO
+import TrackingCore
+import TrackingStore
+
+/// The parts of a running node that callers (tests, health) may need to reach.
+public struct TrackingNode: Sendable {
+    public let repository: TrackingRepository
+    public let listener: NotificationListener
+    public let hub: FanOutHub
+}
+
+/// Builds the HTTP application and its services: the Postgres pool, the listener, the fan-out
+/// hub (heartbeats) and partition maintenance. The caller runs it (`runService()` or tests).
+public func buildApplication(
+    configuration: ServerConfiguration,
+    database: DatabaseConnectionSettings,
+    logger: Logger
+) throws -> (Application<RouterResponder<AppRequestContext>>, TrackingNode) {
+    let client = PostgresClient(configuration: try database.clientConfiguration(), backgroundLogger: logger)
+    let repository = TrackingRepository(client: client, logger: logger)
+    let hub = FanOutHub(mailboxCapacity: configuration.clientBufferSize,
+                        heartbeatInterval: .seconds(configuration.heartbeatSeconds), logger: logger)
+    let listener = NotificationListener(settings: database, repository: repository, sink: hub, logger: logger)
+    hub.attach(listener)
+
+    let router = Router(context: AppRequestContext.self)
+    router.addMiddleware { APIErrorMiddleware() }
+    let authenticator = DeviceAuthenticator(repository: repository)
+    LocationRoutes(repository: repository, authenticator: authenticator, validator: configuration.positionValidator)
+        .register(on: router)
+    StreamRoutes(repository: repository, authenticator: authenticator, hub: hub).register(on: router)
+    HealthRoutes(repository: repository, listener: listener, hub: hub).register(on: router)
+
+    var app = Application(
+        router: router,
+        configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "pgtrack"),
+        logger: logger)
+    app.addServices(
+        client, listener, hub,
+        PartitionMaintenance(repository: repository, daysBack: configuration.partitionDaysBack,
+                             daysAhead: configuration.partitionDaysAhead, logger: logger))
+    return (app, TrackingNode(repository: repository, listener: listener, hub: hub))
+}

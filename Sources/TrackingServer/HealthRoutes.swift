@@ -1,0 +1,63 @@
+import Hummingbird
+import TrackingCore
+import TrackingStore
+
+/// `GET /health` (details) and `GET /health/ready` (200 only when this node can serve streams).
+struct HealthRoutes {
+    let repository: TrackingRepository
+    let listener: NotificationListener
+    let hub: FanOutHub
+
+    func register(on router: Router<AppRequestContext>) {
+        router.get("/health", use: health)
+        router.get("/health/ready", use: ready)
+    }
+
+    struct Report: Encodable {
+        let status: String
+        let database: Bool
+        let databaseError: String?
+        let listenerConnected: Bool
+        let listenerReconnects: Int
+        let subscribers: Int
+        let channelsListened: Int
+        let notificationQueueUsage: Double?
+
+        enum CodingKeys: String, CodingKey {
+            case status, database, databaseError = "database_error", listenerConnected = "listener_connected"
+            case listenerReconnects = "listener_reconnects", subscribers, channelsListened = "channels_listened"
+            case notificationQueueUsage = "notification_queue_usage"
+        }
+    }
+
+    func report() async -> Report {
+        var usage: Double?
+        var databaseError: String?
+        do { usage = try await repository.notificationQueueUsage() } catch { databaseError = describeDatabaseError(error) }
+        let listenerStatus = await listener.status
+        let healthy = usage != nil && listenerStatus.connected
+        return Report(status: healthy ? "ok" : "degraded", database: usage != nil, databaseError: databaseError,
+                      listenerConnected: listenerStatus.connected, listenerReconnects: listenerStatus.reconnects,
+                      subscribers: hub.subscriberCount, channelsListened: listenerStatus.topics,
+                      notificationQueueUsage: usage)
+    }
+
+    @Sendable func health(request: Request, context: AppRequestContext) async throws -> Response {
+        let report = await report()
+        return try encoded(report, status: report.status == "ok" ? .ok : .serviceUnavailable)
+    }
+
+    @Sendable func ready(request: Request, context: AppRequestContext) async throws -> Response {
+        let report = await report()
+        let ok = report.status == "ok"
+        return jsonResponse(#"{"ready":\#(ok)}"#, status: ok ? .ok : .serviceUnavailable)
+    }
+
+    private func encoded(_ report: Report, status: HTTPResponse.Status) throws -> Response {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        return jsonResponse(String(decoding: try encoder.encode(report), as: UTF8.self), status: status)
+    }
+}
+
+import Foundation

@@ -1,0 +1,33 @@
+import TrackingCore
+
+/// Settings of one pgtrack node (flags of `pgtrack serve`).
+public struct ServerConfiguration: Sendable {
+    /// Largest accepted request body: a 1,000-position batch fits comfortably.
+    public static let maxBodyBytes = 1 << 20
+
+    public var host: String
+    public var port: Int
+    /// Days of position partitions kept before today (older fixes are rejected) and created ahead.
+    public var partitionDaysBack: Int
+    public var partitionDaysAhead: Int
+    /// How far ahead of the server clock a fix may be.
+    public var maxFutureSkewSeconds: Double
+    /// Events buffered per stream client before it counts as too slow and gets a reset.
+    public var clientBufferSize: Int
+    public var heartbeatSeconds: Int
+
+    public init(host: String = "127.0.0.1", port: Int = 8080, partitionDaysBack: Int = 30, partitionDaysAhead: Int = 7,
+                maxFutureSkewSeconds: Double = 300, clientBufferSize: Int = 2_048, heartbeatSeconds: Int = 15) {
+        self.host = host
+        self.port = port
+        self.partitionDaysBack = partitionDaysBack
+        self.partitionDaysAhead = partitionDaysAhead
+        self.maxFutureSkewSeconds = maxFutureSkewSeconds
+        self.clientBufferSize = clientBufferSize
+        self.heartbeatSeconds = heartbeatSeconds
+    }
+
+    var positionValidator: PositionValidator {
+        PositionValidator(maxFutureSkew: maxFutureSkewSeconds, maxAge: Double(partitionDaysBack) * 86_400)
+    }
+}

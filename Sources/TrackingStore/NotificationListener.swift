@@ -1,0 +1,257 @@
+import Foundation
+import Logging
+import PostgresNIO
+import ServiceLifecycle
+import TrackingCore
+
+/// Receives the events of every topic this node listens to, in seq order per topic.
+public protocol BusEventSink: Sendable {
+    func deliver(_ events: [ChangeEvent], to topic: BusTopic)
+}
+
+/// The node's one listening connection.
+///
+/// It LISTENs only to topics that have a local subscriber, reads the change log when a
+/// doorbell names rows it did not carry, pings the connection to notice a silent death, and
+/// reconnects with exponential backoff. After every (re)connect it re-LISTENs and reads the log
+/// from the last seq it delivered per topic, so a dropped connection never loses an event.
+public actor NotificationListener: Service {
+    public struct Status: Sendable, Equatable {
+        public let connected: Bool
+        public let topics: Int
+        public let reconnects: Int
+    }
+
+    struct TopicState {
+        var subscribers = 0
+        /// Last seq delivered to the sink. Set when the topic is first LISTENed (to the log head
+        /// read right after LISTEN), advanced by every delivery.
+        var cursor: Int64?
+        var consumer: Task<Void, Never>?
+        /// LISTEN is active on the current connection and the topic has caught up.
+        var ready = false
+        var waiters: [UInt64: CheckedContinuation<Void, any Error>] = [:]
+    }
+
+    let settings: DatabaseConnectionSettings
+    let repository: TrackingRepository
+    let logger: Logger
+    let sink: any BusEventSink
+    /// How often the idle connection is pinged.
+    let pingInterval: Duration
+    /// How long a subscriber waits for the listener to be connected before giving up.
+    let readyTimeout: Duration
+
+    private var topics: [BusTopic: TopicState] = [:]
+    private var connection: PostgresConnection?
+    private var generation = 0
+    private var reconnects = 0
+    private var nextWaiterID: UInt64 = 0
+
+    public init(settings: DatabaseConnectionSettings, repository: TrackingRepository, sink: any BusEventSink,
+                logger: Logger, pingInterval: Duration = .seconds(5), readyTimeout: Duration = .seconds(10)) {
+        self.settings = settings
+        self.repository = repository
+        self.sink = sink
+        self.logger = logger
+        self.pingInterval = pingInterval
+        self.readyTimeout = readyTimeout
+    }
+
+    public var status: Status {
+        Status(connected: connection != nil, topics: topics.count, reconnects: reconnects)
+    }
+
+    // MARK: Subscribing
+
+    /// Makes sure `topic` is LISTENed and caught up, then returns. Every event committed after
+    /// this returns reaches the sink. Throws `APIError.unavailable` if the database stays unreachable.
+    public func subscribe(_ topic: BusTopic) async throws {
+        var state = topics[topic] ?? TopicState()
+        state.subscribers += 1
+        topics[topic] = state
+        if state.consumer == nil, let connection {
+            startConsumer(for: topic, on: connection, generation: generation)
+        }
+        if topics[topic]?.ready == true { return }
+        do {
+            try await waitUntilReady(topic)
+        } catch {
+            unsubscribe(topic)
+            throw error
+        }
+    }
+
+    public func unsubscribe(_ topic: BusTopic) {
+        guard var state = topics[topic] else { return }
+        state.subscribers -= 1
+        if state.subscribers > 0 {
+            topics[topic] = state
+            return
+        }
+        state.consumer?.cancel()  // leaving the listen closure sends UNLISTEN
+        for waiter in state.waiters.values { waiter.resume(throwing: CancellationError()) }
+        topics[topic] = nil
+    }
+
+    private func waitUntilReady(_ topic: BusTopic) async throws {
+        nextWaiterID += 1
+        let id = nextWaiterID
+        let timeout = readyTimeout
+        let timer = Task { [weak self] in
+            try? await Task.sleep(for: timeout)
+            await self?.expireWaiter(id, topic: topic)
+        }
+        defer { timer.cancel() }
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+            topics[topic]?.waiters[id] = continuation
+        }
+    }
+
+    private func expireWaiter(_ id: UInt64, topic: BusTopic) {
+        guard let waiter = topics[topic]?.waiters.removeValue(forKey: id) else { return }
+        waiter.resume(throwing: APIError.unavailable("the database listener is not connected; retry shortly"))
+    }
+
+    // MARK: Consuming
+
+    private func startConsumer(for topic: BusTopic, on connection: PostgresConnection, generation: Int) {
+        topics[topic]?.consumer = Task {
+            do {
+                try await connection.listen(on: topic.channel) { notifications in
+                    try await self.listening(topic, generation: generation)
+                    for try await notification in notifications {
+                        try await self.ring(topic, payload: notification.payload)
+                    }
+                }
+            } catch is CancellationError {
+            } catch {
+                // The connection dropped (the supervisor reconnects) or a catch-up read failed.
+                self.logger.debug("listen on \(topic.channel) ended: \(describeDatabaseError(error))")
+                if self.generation == generation { self.connection?.close().whenComplete { _ in } }
+            }
+        }
+    }
+
+    /// LISTEN is active: catch up from the cursor (or set it to the head), then mark ready.
+    private func listening(_ topic: BusTopic, generation: Int) async throws {
+        guard topics[topic] != nil else { throw CancellationError() }
+        if let cursor = topics[topic]?.cursor {
+            try await catchUp(topic, after: cursor, through: nil)
+        } else {
+            let head = try await repository.logBounds(tenant: topic.tenant)?.lastSeq ?? 0
+            // Keep any cursor a concurrent delivery set meanwhile.
+            if topics[topic] != nil, topics[topic]?.cursor == nil { topics[topic]?.cursor = head }
+        }
+        guard self.generation == generation, var state = topics[topic] else { throw CancellationError() }
+        state.ready = true
+        let waiters = state.waiters
+        state.waiters = [:]
+        topics[topic] = state
+        for waiter in waiters.values { waiter.resume() }
+    }
+
+    /// One doorbell: deliver its inline events, or read the range it names from the log.
+    private func ring(_ topic: BusTopic, payload: String) async throws {
+        guard let doorbell = try? JSONDecoder().decode(Doorbell.self, from: Data(payload.utf8)) else {
+            logger.warning("ignoring malformed notification on \(topic.channel)")
+            return
+        }
+        guard doorbell.tenant == topic.tenant.rawValue, let cursor = topics[topic]?.cursor else { return }
+        guard doorbell.last > cursor else { return }  // already delivered (e.g. during catch-up)
+        // On a tenant topic seqs are contiguous: a first seq past cursor + 1 means a missed ring.
+        let contiguous = topic.booking != nil || doorbell.first <= cursor + 1
+        if contiguous, let inline = doorbell.events, inline.count == doorbell.count {
+            deliver(inline.filter { $0.seq > cursor }, to: topic)
+        } else {
+            try await catchUp(topic, after: cursor, through: doorbell.last)
+        }
+    }
+
+    /// Reads and delivers the log of `topic` after `after`, page by page.
+    private func catchUp(_ topic: BusTopic, after: Int64, through: Int64?) async throws {
+        var position = after
+        while true {
+            let page = try await repository.readLog(topic, after: position, through: through, limit: 1_000)
+            guard let cursor = topics[topic]?.cursor else { return }
+            let fresh = page.filter { $0.seq > cursor }
+            deliver(fresh, to: topic)
+            guard let last = page.last, page.count == 1_000 else { return }
+            position = last.seq
+        }
+    }
+
+    private func deliver(_ events: [ChangeEvent], to topic: BusTopic) {
+        guard let last = events.last else { return }
+        topics[topic]?.cursor = last.seq
+        sink.deliver(events, to: topic)
+    }
+
+    // MARK: Connection supervision
+
+    public func run() async throws {
+        var backoff = Duration.milliseconds(100)
+        while !(Task.isCancelled || Task.isShuttingDownGracefully) {
+            do {
+                let connection = try await PostgresConnection.connect(
+                    configuration: try settings.connectionConfiguration(applicationName: "pgtrack-listener"),
+                    id: generation + 1, logger: logger)
+                connected(connection)
+                backoff = .milliseconds(100)
+                try await watch(connection)
+            } catch is CancellationError {
+            } catch {
+                logger.warning("listener connection failed: \(describeDatabaseError(error))")
+            }
+            disconnected()
+            if (Task.isCancelled || Task.isShuttingDownGracefully) { break }
+            try? await Task.sleep(for: backoff)
+            backoff = min(backoff * 2, .seconds(5))
+        }
+        for (_, state) in topics {
+            state.consumer?.cancel()
+            for waiter in state.waiters.values { waiter.resume(throwing: CancellationError()) }
+        }
+    }
+
+    private func connected(_ connection: PostgresConnection) {
+        generation += 1
+        if generation > 1 { reconnects += 1 }
+        self.connection = connection
+        logger.info("listener connected", metadata: ["topics": "\(topics.count)"])
+        for topic in topics.keys {
+            startConsumer(for: topic, on: connection, generation: generation)
+        }
+    }
+
+    private func disconnected() {
+        connection = nil
+        for topic in Array(topics.keys) {
+            topics[topic]?.consumer?.cancel()
+            topics[topic]?.consumer = nil
+            topics[topic]?.ready = false
+        }
+    }
+
+    /// Returns when the connection closes, a ping fails, or the service is shut down.
+    private func watch(_ connection: PostgresConnection) async throws {
+        let interval = pingInterval
+        let logger = self.logger
+        try await withGracefulShutdownHandler {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { try await connection.closeFuture.get() }
+                group.addTask {
+                    while true {
+                        try await Task.sleep(for: interval)
+                        try await connection.query("SELECT 1", logger: logger)
+                    }
+                }
+                _ = try await group.next()
+                group.cancelAll()
+            }
+        } onGracefulShutdown: {
+            connection.close().whenComplete { _ in }
+        }
+        try? await connection.close()
+    }
+}

@@ -1,0 +1,70 @@
+import ArgumentParser
+import Foundation
+import Hummingbird
+import Logging
+import TrackingServer
+import TrackingStore
+
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run the HTTP server (migrates first). Without DATABASE_URL it runs its own PostgreSQL in ./.pgtrack.")
+
+    @Option(help: "Address to bind.") var host = "127.0.0.1"
+    @Option(help: "Port to bind.") var port = 8080
+    @Option(help: "Days of history accepted before today (position partitions kept).") var partitionDaysBack = 30
+    @Option(help: "Days of position partitions created ahead of today.") var partitionDaysAhead = 7
+    @Option(help: "Seconds a fix may be ahead of the server clock.") var maxFutureSkew: Double = 300
+    @Option(help: "Events buffered per stream client before it gets a reset.") var clientBuffer = 2_048
+    @OptionGroup var database: DatabaseOptions
+
+    func validate() throws {
+        guard (1...65535).contains(port) else { throw ValidationError("--port must be 1–65535") }
+        guard (1...3_650).contains(partitionDaysBack), (1...366).contains(partitionDaysAhead) else {
+            throw ValidationError("--partition-days-back must be 1–3650 and --partition-days-ahead 1–366")
+        }
+        guard maxFutureSkew >= 0, clientBuffer >= 16 else { throw ValidationError("--max-future-skew must be >= 0 and --client-buffer >= 16") }
+    }
+
+    func run() async throws {
+        Pgtrack.bootstrapLogging()
+        let logger = Logger(label: "pgtrack")
+        let files = try SchemaFiles.locate(explicit: database.schemaDir)
+        let (settings, startedCluster) = try await database.resolve(logger: logger)
+        do {
+            let report = try await Migrator(files: files, logger: logger).migrate(settings: settings)
+            logger.info("schema up to date", metadata: ["applied": "\(report.applied.count)", "definitions": "\(report.definitions)"])
+            let configuration = ServerConfiguration(
+                host: host, port: port, partitionDaysBack: partitionDaysBack, partitionDaysAhead: partitionDaysAhead,
+                maxFutureSkewSeconds: maxFutureSkew, clientBufferSize: clientBuffer)
+            let (app, _) = try buildApplication(configuration: configuration, database: settings, logger: logger)
+            try await app.runService()  // SIGINT/SIGTERM shut down gracefully: streams close, then services stop
+        } catch {
+            try? startedCluster?.stop()
+            throw error
+        }
+        try startedCluster?.stop()
+    }
+}
+
+struct Migrate: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Apply pending Migrations/ in order (each once, checksummed) and re-apply SQL/.")
+
+    @Option(help: "Days of position partitions to create before today.") var partitionDaysBack = 30
+    @Option(help: "Days of position partitions to create ahead of today.") var partitionDaysAhead = 7
+    @OptionGroup var database: DatabaseOptions
+
+    func run() async throws {
+        Pgtrack.bootstrapLogging()
+        let logger = Logger(label: "pgtrack")
+        let files = try SchemaFiles.locate(explicit: database.schemaDir)
+        let (settings, startedCluster) = try await database.resolve(logger: logger)
+        defer { try? startedCluster?.stop() }
+        let report = try await Migrator(files: files, logger: logger).migrate(settings: settings)
+        let created = try await withPostgresClient(settings, logger: logger) { client in
+            try await TrackingRepository(client: client, logger: logger)
+                .ensurePositionPartitions(daysBack: partitionDaysBack, daysAhead: partitionDaysAhead)
+        }
+        print(#"{"applied":[\#(report.applied.map { "\"\($0)\"" }.joined(separator: ","))],"already_applied":\#(report.alreadyApplied),"definitions":\#(report.definitions),"partitions_created":\#(created)}"#)
+    }
+}
