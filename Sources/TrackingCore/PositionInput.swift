@@ -46,4 +46,19 @@ public struct ValidatedPosition: Sendable, Equatable {
     public let battery: Double?
     public let bookingID: BookingID?
     public let attributes: [String: JSONValue]
+
+    public init(latitude: Double, longitude: Double, fixTime: Date, speed: Double? = nil, heading: Double? = nil,
+                altitude: Double? = nil, accuracy: Double? = nil, battery: Double? = nil, bookingID: BookingID? = nil,
+                attributes: [String: JSONValue] = [:]) {
+        self.latitude = latitude
+        self.longitude = longitude
+        self.fixTime = fixTime
+        self.speed = speed
+        self.heading = heading
+        self.altitude = altitude
+        self.accuracy = accuracy
+        self.battery = battery
+        self.bookingID = bookingID
+        self.attributes = attributes
+    }
 }
