@@ -55,10 +55,18 @@ struct StreamSession {
     func run(subscription first: Subscription, request: Request, writer: inout any ResponseBodyWriter) async throws {
         let ending = Ending()
         var subscription = first
-        defer {
-            let last = subscription
-            Task { await last.cancel() }
+        do {
+            try await stream(subscription: &subscription, ending: ending, request: request, writer: &writer)
+        } catch {
+            await subscription.cancel()
+            throw error
         }
+        await subscription.cancel()
+        try await writer.finish(nil)
+    }
+
+    private func stream(subscription: inout Subscription, ending: Ending, request: Request,
+                        writer: inout any ResponseBodyWriter) async throws {
         try await withGracefulShutdownHandler {
             try await request.body.consumeWithInboundCloseHandler { _ in
                 try await write(SSEFrame.retry(milliseconds: 2_000), to: &writer)
@@ -88,7 +96,6 @@ struct StreamSession {
         } onGracefulShutdown: {
             ending.end()
         }
-        try await writer.finish(nil)
     }
 
     /// Writes the opening of the stream and returns the seq it brings the client up to.

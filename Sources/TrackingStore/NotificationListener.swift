@@ -241,9 +241,21 @@ public actor NotificationListener: Service {
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask { try await connection.closeFuture.get() }
                 group.addTask {
+                    // A half-open TCP connection never errors by itself: a ping that gets no
+                    // answer within the interval counts as a dead connection.
                     while true {
                         try await Task.sleep(for: interval)
-                        try await connection.query("SELECT 1", logger: logger)
+                        try await withThrowingTaskGroup(of: Bool.self) { ping in
+                            ping.addTask { try await connection.query("SELECT 1", logger: logger); return true }
+                            ping.addTask { try await Task.sleep(for: interval); return false }
+                            let answered = try await ping.next() ?? false
+                            if !answered {
+                                // Closing fails the stuck query, so this group can finish.
+                                connection.close().whenComplete { _ in }
+                                throw PingTimeout()
+                            }
+                            ping.cancelAll()
+                        }
                     }
                 }
                 _ = try await group.next()
@@ -254,4 +266,8 @@ public actor NotificationListener: Service {
         }
         try? await connection.close()
     }
+}
+
+struct PingTimeout: Error, CustomStringConvertible {
+    var description: String { "the listener connection did not answer a ping" }
 }

@@ -31,7 +31,7 @@ struct Admin: AsyncParsableCommand {
             try await runAdmin(settings, logger: logger) { repository in
                 try await repository.createTenant(id: tenant, name: name)
             }
-            print(try jsonLine(["tenant_id": tenant.rawValue, "name": name]))
+            print(try jsonLine(CreatedTenant(tenantID: tenant.rawValue, name: name)))
         }
     }
 
@@ -62,10 +62,9 @@ struct Admin: AsyncParsableCommand {
             let (device, key) = try await runAdmin(settings, logger: logger) { repository in
                 try await repository.createDevice(tenant: tenantID, name: name, group: group, grade: grade)
             }
-            print(try jsonLine([
-                "device_id": device.id.uuidString.lowercased(), "tenant_id": tenantID.rawValue, "name": device.name,
-                "group": device.group, "grade": String(device.grade), "api_key": key,
-            ]))
+            print(try jsonLine(CreatedDevice(
+                deviceID: device.id.uuidString.lowercased(), tenantID: tenantID.rawValue, name: device.name,
+                group: device.group, grade: device.grade, apiKey: key)))
         }
     }
 }
@@ -83,11 +82,26 @@ private func runAdmin<T: Sendable>(
     }
 }
 
-private func jsonLine(_ fields: [String: String]) throws -> String {
+struct CreatedTenant: Encodable {
+    let tenantID: String
+    let name: String
+    enum CodingKeys: String, CodingKey { case tenantID = "tenant_id", name }
+}
+
+struct CreatedDevice: Encodable {
+    let deviceID: String
+    let tenantID: String
+    let name: String
+    let group: String
+    let grade: Int
+    let apiKey: String
+    enum CodingKeys: String, CodingKey {
+        case deviceID = "device_id", tenantID = "tenant_id", name, group, grade, apiKey = "api_key"
+    }
+}
+
+private func jsonLine(_ value: some Encodable) throws -> String {
     let encoder = JSONEncoder()
     encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-    var text = String(decoding: try encoder.encode(fields), as: UTF8.self)
-    // grade is a number on the wire
-    if let grade = fields["grade"] { text = text.replacingOccurrences(of: #""grade":"\#(grade)""#, with: #""grade":\#(grade)"#) }
-    return text
+    return String(decoding: try encoder.encode(value), as: UTF8.self)
 }
