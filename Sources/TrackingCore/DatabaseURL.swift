@@ -65,6 +65,7 @@ public struct DatabaseURL: Sendable, Equatable {
             host = String(rest)
         }
         host = Self.percentDecode(Substring(host))
+        if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }  // IPv6 literal
         var username = "postgres"
         var password: String?
         if !userInfo.isEmpty {
@@ -97,15 +98,19 @@ public struct DatabaseURL: Sendable, Equatable {
         "postgres://\(username)\(password == nil ? "" : ":***")@\(unixSocketDirectory ?? host):\(port)/\(database)"
     }
 
+    /// Decodes `%XX` escapes; a `%` not followed by two hex digits is kept as written.
     private static func percentDecode(_ text: Substring) -> String {
+        let input = Array(text.utf8)
         var bytes: [UInt8] = []
-        var iterator = Array(text.utf8).makeIterator()
-        while let byte = iterator.next() {
-            if byte == UInt8(ascii: "%"), let high = iterator.next(), let low = iterator.next(),
-               let value = UInt8(String(decoding: [high, low], as: UTF8.self), radix: 16) {
+        var index = 0
+        while index < input.count {
+            if input[index] == UInt8(ascii: "%"), index + 2 < input.count,
+               let value = UInt8(String(decoding: input[(index + 1)...(index + 2)], as: UTF8.self), radix: 16) {
                 bytes.append(value)
+                index += 3
             } else {
-                bytes.append(byte)
+                bytes.append(input[index])
+                index += 1
             }
         }
         return String(decoding: bytes, as: UTF8.self)

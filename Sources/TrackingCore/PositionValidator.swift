@@ -104,8 +104,38 @@ public struct PositionValidator: Sendable {
     /// ISO-8601 date-time with a zone (`Z` or `±hh:mm`) and optional fractional seconds.
     public static func parseTimestamp(_ text: String) -> Date? {
         guard text.utf8.count <= 40 else { return nil }
-        if let date = try? Date(text, strategy: Date.ISO8601FormatStyle(includingFractionalSeconds: true)) { return date }
-        return try? Date(text, strategy: Date.ISO8601FormatStyle())
+        let parsed = (try? Date(text, strategy: Date.ISO8601FormatStyle(includingFractionalSeconds: true)))
+            ?? (try? Date(text, strategy: Date.ISO8601FormatStyle()))
+        guard let date = parsed, writtenFieldsMatch(text, date) else { return nil }
+        return date
+    }
+
+    /// Foundation's parser rolls impossible values over (25:00 becomes 01:00 the next day,
+    /// February 30 becomes March 2). A fix with such a time is a broken device clock, not a
+    /// time to store: the written fields must be exactly those of the parsed date in its zone.
+    static func writtenFieldsMatch(_ text: String, _ date: Date) -> Bool {
+        let bytes = Array(text.utf8)
+        guard bytes.count >= 20 else { return false }
+        func number(_ range: Range<Int>) -> Int? { Int(String(decoding: bytes[range], as: UTF8.self)) }
+        guard let year = number(0..<4), let month = number(5..<7), let day = number(8..<10),
+              let hour = number(11..<13), let minute = number(14..<16), let second = number(17..<19)
+        else { return false }
+        var offset = 0
+        if bytes.last != UInt8(ascii: "Z") && bytes.last != UInt8(ascii: "z") {
+            guard bytes.count >= 25 else { return false }
+            let zone = Array(bytes.suffix(6))
+            guard zone[0] == UInt8(ascii: "+") || zone[0] == UInt8(ascii: "-"),
+                  let hours = Int(String(decoding: zone[1..<3], as: UTF8.self)),
+                  let minutes = Int(String(decoding: zone[4..<6], as: UTF8.self)), hours < 24, minutes < 60
+            else { return false }
+            offset = (hours * 3_600 + minutes * 60) * (zone[0] == UInt8(ascii: "-") ? -1 : 1)
+        }
+        guard let zone = TimeZone(secondsFromGMT: offset) else { return false }
+        var calendar = Calendar(identifier: .gregorian)
+        calendar.timeZone = zone
+        let fields = calendar.dateComponents([.year, .month, .day, .hour, .minute, .second], from: date)
+        return fields.year == year && fields.month == month && fields.day == day
+            && fields.hour == hour && fields.minute == minute && fields.second == second
     }
 
     /// Maps a decoding failure to 400 (not JSON at all) or 422 (JSON with a wrongly typed field).

@@ -33,8 +33,15 @@ public enum SQLScriptSplitter {
                 continue
             }
             if c == "'" || c == "\"" {  // string literal or quoted identifier; doubled quote escapes
+                // E'…' strings also escape with a backslash.
+                let previous: Unicode.Scalar? = index > 0 ? chars[index - 1] : nil
+                let backslashEscapes = c == "'" && (previous == "E" || previous == "e")
                 current.append(c); index += 1
                 while index < chars.count {
+                    if backslashEscapes && chars[index] == "\\" && index + 1 < chars.count {
+                        current.append(chars[index]); current.append(chars[index + 1]); index += 2
+                        continue
+                    }
                     current.append(chars[index])
                     if chars[index] == c {
                         if index + 1 < chars.count && chars[index + 1] == c {

@@ -237,31 +237,40 @@ public actor NotificationListener: Service {
     private func watch(_ connection: PostgresConnection) async throws {
         let interval = pingInterval
         let logger = self.logger
-        try await withGracefulShutdownHandler {
-            try await withThrowingTaskGroup(of: Void.self) { group in
-                group.addTask { try await connection.closeFuture.get() }
-                group.addTask {
-                    // A half-open TCP connection never errors by itself: a ping that gets no
-                    // answer within the interval counts as a dead connection.
-                    while true {
-                        try await Task.sleep(for: interval)
-                        try await withThrowingTaskGroup(of: Bool.self) { ping in
-                            ping.addTask { try await connection.query("SELECT 1", logger: logger); return true }
-                            ping.addTask { try await Task.sleep(for: interval); return false }
-                            let answered = try await ping.next() ?? false
-                            if !answered {
-                                // Closing fails the stuck query, so this group can finish.
-                                connection.close().whenComplete { _ in }
-                                throw PingTimeout()
+        // closeFuture ignores task cancellation: closing the connection is what ends the watch,
+        // on graceful shutdown, on plain cancellation, and when a ping fails.
+        try await withTaskCancellationHandler {
+            try await withGracefulShutdownHandler {
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    group.addTask { try await connection.closeFuture.get() }
+                    group.addTask {
+                        // A half-open TCP connection never errors by itself: a ping that gets no
+                        // answer within the interval counts as a dead connection.
+                        while true {
+                            try await Task.sleep(for: interval)
+                            try await withThrowingTaskGroup(of: Bool.self) { ping in
+                                ping.addTask { try await connection.query("SELECT 1", logger: logger); return true }
+                                ping.addTask { try await Task.sleep(for: interval); return false }
+                                let answered = try await ping.next() ?? false
+                                if !answered {
+                                    // Closing fails the stuck query, so this group can finish.
+                                    connection.close().whenComplete { _ in }
+                                    throw PingTimeout()
+                                }
+                                ping.cancelAll()
                             }
-                            ping.cancelAll()
                         }
                     }
+                    defer {
+                        group.cancelAll()
+                        connection.close().whenComplete { _ in }
+                    }
+                    _ = try await group.next()
                 }
-                _ = try await group.next()
-                group.cancelAll()
+            } onGracefulShutdown: {
+                connection.close().whenComplete { _ in }
             }
-        } onGracefulShutdown: {
+        } onCancel: {
             connection.close().whenComplete { _ in }
         }
         try? await connection.close()

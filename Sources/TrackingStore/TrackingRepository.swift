@@ -118,9 +118,11 @@ public struct TrackingRepository: Sendable {
                 """, logger: logger)
             for try await _ in result {}
             return positions.count
-        } catch let error as PSQLError where error.sqlState == "23514" {
+        } catch let error as PSQLError where error.sqlState == "23514" && error.serverMessage.contains("no partition") {
             // No partition for the fix time: outside the window kept ahead/behind. Nothing was written.
-            throw APIError.invalid("timestamp: no stored day covers it (\(error.serverMessage)); fixes must fall in the partition window", field: "timestamp", index: nil)
+            throw APIError.invalid("timestamp: no stored day covers it; fixes must fall in the partition window", field: "timestamp", index: nil)
+        } catch let error as PSQLError where error.sqlState == "23514" {
+            throw APIError.invalid("a value is out of range: \(error.serverMessage)", field: nil, index: nil)
         } catch let error as PSQLError where error.sqlState == "23503" {
             throw APIError.unauthorized("device \(device.id) no longer exists")
         }
