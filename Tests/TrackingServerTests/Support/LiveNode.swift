@@ -1,0 +1,145 @@
+import AsyncHTTPClient
+import Foundation
+import Hummingbird
+import HummingbirdTesting
+import NIOCore
+import NIOHTTP1
+import Synchronization
+import Testing
+import TrackingCore
+import TrackingServer
+import TrackingStore
+import TrackingTestSupport
+
+/// A pgtrack node running for real on a fresh database, with an HTTP client pointed at it.
+struct LiveNode: Sendable {
+    let http: HTTPClient
+    let port: Int
+    let node: TrackingNode
+    let databaseURL: DatabaseURL
+    private let streams: StreamRegistry
+
+    var base: String { "http://127.0.0.1:\(port)" }
+    var repository: TrackingRepository { node.repository }
+
+    /// Builds the application on a fresh migrated database, serves it on a free port, runs
+    /// `body`, then closes every stream `body` opened and shuts the client down.
+    static func run(
+        _ configure: (inout ServerConfiguration) -> Void = { _ in },
+        _ body: @Sendable (LiveNode) async throws -> Void
+    ) async throws {
+        let url = try await TestCluster.freshDatabase()
+        var configuration = ServerConfiguration(port: 0)
+        configure(&configuration)
+        let (app, node) = try buildApplication(
+            configuration: configuration,
+            database: DatabaseConnectionSettings(url: url, maximumConnections: 10),
+            logger: TestCluster.logger)
+        try await app.test(.live) { client in
+            let port = try #require(client.port)
+            var pool = HTTPClient.Configuration.ConnectionPool(idleTimeout: .seconds(30))
+            pool.concurrentHTTP1ConnectionsPerHostSoftLimit = 64
+            let http = HTTPClient(eventLoopGroupProvider: .singleton,
+                                  configuration: .init(timeout: .init(connect: .seconds(10)), connectionPool: pool))
+            let live = LiveNode(http: http, port: port, node: node, databaseURL: url, streams: StreamRegistry())
+            do {
+                try await body(live)
+            } catch {
+                await live.streams.closeAll()
+                try? await http.shutdown()
+                throw error
+            }
+            await live.streams.closeAll()
+            try await http.shutdown()
+        }
+    }
+
+    // MARK: Streams
+
+    /// Opens an SSE stream on `path`; headers and query are passed as given.
+    func stream(_ path: String, apiKey: String? = nil, lastEventID: String? = nil, keepAlive: Bool = false) async throws -> SSEStream {
+        var headers: [(String, String)] = []
+        if let apiKey { headers.append(("X-API-Key", apiKey)) }
+        if let lastEventID { headers.append(("Last-Event-ID", lastEventID)) }
+        let stream = try await SSEStream.open(http, url: base + path, headers: headers, keepAlive: keepAlive)
+        streams.add(stream)
+        return stream
+    }
+
+    // MARK: Plain requests
+
+    struct Reply: Sendable {
+        let status: Int
+        let body: String
+
+        func object() throws -> [String: Any] {
+            guard let object = try? JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any] else {
+                throw SSEClientError(description: "HTTP \(status) body is not a JSON object: \(body.prefix(300))")
+            }
+            return object
+        }
+
+        /// The `error` object of an error reply.
+        func error() throws -> [String: Any] {
+            guard let error = try object()["error"] as? [String: Any] else {
+                throw SSEClientError(description: "HTTP \(status) body has no error object: \(body.prefix(300))")
+            }
+            return error
+        }
+    }
+
+    func request(_ method: HTTPMethod, _ path: String, apiKey: String? = nil, body: ByteBuffer? = nil) async throws -> Reply {
+        var request = HTTPClientRequest(url: base + path)
+        request.method = method
+        if let apiKey { request.headers.add(name: "X-API-Key", value: apiKey) }
+        if let body {
+            request.headers.add(name: "Content-Type", value: "application/json")
+            request.body = .bytes(body)
+        }
+        let response = try await http.execute(request, timeout: .seconds(20))
+        let bytes = try await response.body.collect(upTo: 4 << 20)
+        return Reply(status: Int(response.status.code), body: String(buffer: bytes))
+    }
+
+    func get(_ path: String, apiKey: String? = nil) async throws -> Reply {
+        try await request(.GET, path, apiKey: apiKey)
+    }
+
+    func post(_ path: String, apiKey: String?, json: String) async throws -> Reply {
+        try await request(.POST, path, apiKey: apiKey, body: ByteBuffer(string: json))
+    }
+
+    /// Posts positions and requires `202 {"accepted": n}`.
+    func postPositions(_ json: String, apiKey: String, expecting count: Int) async throws {
+        let reply = try await post("/api/v1/locations", apiKey: apiKey, json: json)
+        guard reply.status == 202, try reply.object()["accepted"] as? Int == count else {
+            throw SSEClientError(description: "POST /api/v1/locations answered \(reply.status): \(reply.body.prefix(300))")
+        }
+    }
+
+    /// Polls `/health` until `condition` holds (bounded) and returns the last report.
+    func health(until condition: ([String: Any]) -> Bool = { _ in true }, timeout: Duration = .seconds(20)) async throws -> [String: Any] {
+        let deadline = ContinuousClock.now + timeout
+        while true {
+            let report = try await get("/health").object()
+            if condition(report) { return report }
+            if ContinuousClock.now >= deadline {
+                throw SSEClientError(description: "/health did not reach the expected state within \(timeout): \(report)")
+            }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+    }
+}
+
+/// Streams a test opened, so they are closed even when the test fails.
+final class StreamRegistry: Sendable {
+    private let streams = Mutex<[SSEStream]>([])
+
+    func add(_ stream: SSEStream) {
+        streams.withLock { $0.append(stream) }
+    }
+
+    func closeAll() async {
+        for stream in streams.withLock({ $0 }) { await stream.close() }
+    }
+}
