@@ -16,6 +16,8 @@ struct APIErrorMiddleware<Context: RequestContext>: RouterMiddleware {
                 error.status == .contentTooLarge ? "The request body is larger than \(ServerConfiguration.maxBodyBytes) bytes." :
                 (error.body ?? error.status.reasonPhrase)
             return APIError(status: error.status.code, code: code, message: message).response
+        } catch let error as any HTTPResponseError {
+            return APIError(status: error.status.code, code: "http_error", message: error.status.reasonPhrase).response
         } catch {
             context.logger.error("unhandled error: \(String(reflecting: error))")
             return APIError(status: 500, code: "internal", message: "Internal error; the server log has details.").response

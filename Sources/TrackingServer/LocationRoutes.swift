@@ -1,5 +1,6 @@
 import Foundation
 import Hummingbird
+import NIOCore
 import TrackingCore
 import TrackingStore
 
@@ -19,7 +20,7 @@ struct LocationRoutes {
         let body: ByteBuffer
         do {
             body = try await request.body.collect(upTo: ServerConfiguration.maxBodyBytes)
-        } catch let error as HTTPError where error.status == .contentTooLarge {
+        } catch is NIOTooManyBytesError {
             throw APIError(status: 413, code: "payload_too_large",
                            message: "The body is larger than 1 MiB; send at most \(PositionValidator.maxBatchSize) positions per request.")
         }

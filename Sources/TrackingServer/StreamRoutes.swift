@@ -49,6 +49,9 @@ struct StreamRoutes {
             headers: [
                 .contentType: "text/event-stream",
                 .cacheControl: "no-cache",
+                // The server closes the connection when a stream ends; say so, so clients do not
+                // return the connection to a keep-alive pool.
+                .connection: "close",
                 HTTPField.Name("X-Accel-Buffering")!: "no",
             ],
             body: ResponseBody { writer in
