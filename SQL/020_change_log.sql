@@ -75,7 +75,7 @@ BEGIN
         CONTINUE WHEN grp.n = 0;
         message := jsonb_build_object('t', p_tenant, 'b', grp.booking_id, 'f', grp.lo, 'l', grp.hi,
                                       'n', grp.n, 'e', grp.events)::text;
-        IF length(message) > inline_limit THEN
+        IF octet_length(message) > inline_limit THEN  -- pg_notify limits bytes, not characters
             message := jsonb_build_object('t', p_tenant, 'b', grp.booking_id, 'f', grp.lo, 'l', grp.hi,
                                           'n', grp.n)::text;
         END IF;

@@ -16,17 +16,24 @@ BEGIN
          WHERE tenant_id = grp.tenant_id
         RETURNING last_seq - grp.n INTO base;
 
+        -- `latest` tells a live client whether the fix moves the marker: false for a fix older
+        -- than the stored one (it is history only), so live views agree with the next snapshot.
+        -- Exact, because the head lock above serialises this tenant's writers and this statement
+        -- sees every earlier commit.
         WITH numbered AS (
-            SELECT r.*, base + row_number() OVER (ORDER BY r.id) AS seq
+            SELECT r.*, base + row_number() OVER (ORDER BY r.id) AS seq,
+                   row_number() OVER (PARTITION BY r.device_id ORDER BY r.fix_time DESC, r.id DESC) = 1 AS newest_in_batch
               FROM new_rows r
              WHERE r.tenant_id = grp.tenant_id
         ), logged AS (
             INSERT INTO change_log (tenant_id, seq, kind, device_id, booking_id, payload)
-            SELECT tenant_id, seq, 'location_update', device_id, booking_id,
-                   jsonb_build_object('seq', seq, 'type', 'location_update')
-                   || pgtrack_position_json(device_id, booking_id, fix_time, received_at, location,
-                                            speed, heading, altitude, accuracy, battery, attributes)
-              FROM numbered
+            SELECT n.tenant_id, n.seq, 'location_update', n.device_id, n.booking_id,
+                   jsonb_build_object('seq', n.seq, 'type', 'location_update',
+                                      'latest', n.newest_in_batch AND (cur.fix_time IS NULL OR n.fix_time > cur.fix_time))
+                   || pgtrack_position_json(n.device_id, n.booking_id, n.fix_time, n.received_at, n.location,
+                                            n.speed, n.heading, n.altitude, n.accuracy, n.battery, n.attributes)
+              FROM numbered n
+              LEFT JOIN latest_positions cur ON cur.device_id = n.device_id
         )
         INSERT INTO latest_positions AS lp (device_id, tenant_id, booking_id, fix_time, received_at,
                                             location, speed, heading, altitude, accuracy, battery,

@@ -28,4 +28,14 @@ public enum JSONValue: Codable, Sendable, Equatable {
         case .object(let value): try container.encode(value)
         }
     }
+
+    /// Whether any string (or object key) inside holds U+0000, which jsonb rejects.
+    public var containsNUL: Bool {
+        switch self {
+        case .null, .bool, .number: return false
+        case .string(let value): return value.contains("\u{0}")
+        case .array(let values): return values.contains { $0.containsNUL }
+        case .object(let values): return values.contains { $0.key.contains("\u{0}") || $0.value.containsNUL }
+        }
+    }
 }

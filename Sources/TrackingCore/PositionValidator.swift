@@ -95,10 +95,15 @@ public struct PositionValidator: Sendable {
             guard let parsed = BookingID(raw) else { throw fail("booking_id", "must be \(BookingID.rule)") }
             booking = parsed
         }
+        let attributes = input.attributes ?? [:]
+        // PostgreSQL's jsonb cannot hold U+0000; say so here instead of failing in the database.
+        if attributes.contains(where: { $0.key.contains("\u{0}") || $0.value.containsNUL }) {
+            throw fail("attributes", "must not contain the NUL character (\\u0000)")
+        }
         return ValidatedPosition(
             latitude: latitude, longitude: longitude, fixTime: fixTime, speed: speed, heading: heading,
             altitude: altitude, accuracy: accuracy, battery: battery, bookingID: booking,
-            attributes: input.attributes ?? [:])
+            attributes: attributes)
     }
 
     /// ISO-8601 date-time with a zone (`Z` or `±hh:mm`) and optional fractional seconds.
@@ -151,6 +156,9 @@ public struct PositionValidator: Sendable {
         switch error {
         case .typeMismatch(let type, let context):
             let (field, index) = locate(context.codingPath)
+            if field == nil, let index {
+                return .invalid("position \(index) must be a JSON object.", field: nil, index: index)
+            }
             if field == nil {
                 return .badRequest("Expected a position object or an array of positions.", code: "malformed_json")
             }

@@ -107,6 +107,9 @@ public final class FanOutHub: BusEventSink, Service {
         let subscription = Subscription(topic: topic, mailbox: mailbox, id: id, hub: self)
         do {
             try await listener.subscribe(topic)
+        } catch is CancellationError {
+            removeMailbox(subscription)
+            throw APIError.unavailable("the subscription was interrupted; retry")
         } catch {
             removeMailbox(subscription)
             throw error

@@ -44,6 +44,7 @@ struct StreamRoutes {
             throw error
         }
         let session = StreamSession(topic: topic, start: start, hub: hub, repository: repository, logger: context.logger)
+        let lease = SubscriptionLease(subscription)
         return Response(
             status: .ok,
             headers: [
@@ -55,6 +56,7 @@ struct StreamRoutes {
                 HTTPField.Name("X-Accel-Buffering")!: "no",
             ],
             body: ResponseBody { writer in
+                guard let subscription = lease.take() else { return }
                 try await session.run(subscription: subscription, request: request, writer: &writer)
             })
     }

@@ -72,9 +72,11 @@ struct StreamSession {
                 try await write(SSEFrame.retry(milliseconds: 2_000), to: &writer)
                 var lastSent = try await begin(with: start, writer: &writer)
                 while ending.watch(subscription.mailbox) {
-                    for await signal in subscription.mailbox.signals {
+                    drain: for await signal in subscription.mailbox.signals {
                         switch signal {
                         case .event(let delivery):
+                            // Overflowed: what is still buffered is stale; drop it and reset below.
+                            if subscription.mailbox.overflowed { break drain }
                             guard delivery.seq > lastSent else { continue }  // already sent by snapshot/replay
                             try await writer.write(delivery.frame)
                             lastSent = delivery.seq

@@ -14,6 +14,8 @@ public struct Migrator: Sendable {
         public var applied: [String] = []
         public var alreadyApplied = 0
         public var definitions = 0
+        /// SQL/ was identical to what was last applied, so it was not re-run.
+        public var definitionsUnchanged = false
     }
 
     /// Arbitrary but fixed: every pgtrack node uses the same key.
@@ -92,10 +94,35 @@ public struct Migrator: Sendable {
             report.applied.append(migration.name)
         }
 
-        // Repeatable definitions: one transaction, so a node never sees half of them.
+        // Repeatable definitions: one transaction, so a node never sees half of them. Skipped when
+        // identical to the last applied set: re-creating triggers locks `positions`, and every
+        // node start would otherwise queue all writers behind any long-running query.
         let combined = files.definitions.map { "-- \($0.name)\n\($0.sql)" }.joined(separator: "\n;\n")
-        try await runInTransaction(on: connection, label: "SQL/", sql: combined) {}
+        let checksum = SchemaFiles.sha256(combined)
+        try await connection.query("""
+            CREATE TABLE IF NOT EXISTS schema_definitions (
+                id         integer PRIMARY KEY CHECK (id = 1),
+                checksum   text NOT NULL,
+                applied_at timestamptz NOT NULL DEFAULT now()
+            )
+            """, logger: logger)
+        var appliedDefinitions: String?
+        for try await recorded in try await connection.query(
+            "SELECT checksum FROM schema_definitions WHERE id = 1", logger: logger
+        ).decode(String.self) {
+            appliedDefinitions = recorded
+        }
         report.definitions = files.definitions.count
+        if appliedDefinitions == checksum && report.applied.isEmpty {
+            report.definitionsUnchanged = true
+            return report
+        }
+        try await runInTransaction(on: connection, label: "SQL/", sql: combined) {
+            try await connection.query("""
+                INSERT INTO schema_definitions (id, checksum) VALUES (1, \(checksum))
+                ON CONFLICT (id) DO UPDATE SET checksum = EXCLUDED.checksum, applied_at = now()
+                """, logger: logger)
+        }
         return report
     }
 

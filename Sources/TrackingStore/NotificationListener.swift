@@ -47,6 +47,7 @@ public actor NotificationListener: Service {
     private var generation = 0
     private var reconnects = 0
     private var nextWaiterID: UInt64 = 0
+    private var stopped = false
 
     public init(settings: DatabaseConnectionSettings, repository: TrackingRepository, sink: any BusEventSink,
                 logger: Logger, pingInterval: Duration = .seconds(5), readyTimeout: Duration = .seconds(10)) {
@@ -67,6 +68,7 @@ public actor NotificationListener: Service {
     /// Makes sure `topic` is LISTENed and caught up, then returns. Every event committed after
     /// this returns reaches the sink. Throws `APIError.unavailable` if the database stays unreachable.
     public func subscribe(_ topic: BusTopic) async throws {
+        guard !stopped else { throw APIError.unavailable("the server is shutting down") }
         var state = topics[topic] ?? TopicState()
         state.subscribers += 1
         topics[topic] = state
@@ -90,8 +92,8 @@ public actor NotificationListener: Service {
             return
         }
         state.consumer?.cancel()  // leaving the listen closure sends UNLISTEN
-        for waiter in state.waiters.values { waiter.resume(throwing: CancellationError()) }
         topics[topic] = nil
+        for waiter in state.waiters.values { waiter.resume(throwing: APIError.unavailable("the subscription ended before it was ready")) }
     }
 
     private func waitUntilReady(_ topic: BusTopic) async throws {
@@ -104,6 +106,10 @@ public actor NotificationListener: Service {
         }
         defer { timer.cancel() }
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+            guard topics[topic] != nil else {
+                continuation.resume(throwing: APIError.unavailable("the subscription ended before it was ready"))
+                return
+            }
             topics[topic]?.waiters[id] = continuation
         }
     }
@@ -197,7 +203,12 @@ public actor NotificationListener: Service {
                     configuration: try settings.connectionConfiguration(applicationName: "pgtrack-listener"),
                     id: generation + 1, logger: logger)
                 connected(connection)
-                backoff = .milliseconds(100)
+                let since = ContinuousClock.now
+                defer {
+                    // Only a connection that stayed up resets the backoff: one that fails right
+                    // after connecting (LISTEN or catch-up errors) must not reconnect every 100 ms.
+                    if ContinuousClock.now - since > .seconds(10) { backoff = .milliseconds(100) }
+                }
                 try await watch(connection)
             } catch is CancellationError {
             } catch {
@@ -208,9 +219,14 @@ public actor NotificationListener: Service {
             try? await Task.sleep(for: backoff)
             backoff = min(backoff * 2, .seconds(5))
         }
-        for (_, state) in topics {
+        // Stopped for good: fail waiting subscribers once (their timers then find nothing) and
+        // refuse new ones.
+        stopped = true
+        let remaining = topics
+        topics = [:]
+        for (_, state) in remaining {
             state.consumer?.cancel()
-            for waiter in state.waiters.values { waiter.resume(throwing: CancellationError()) }
+            for waiter in state.waiters.values { waiter.resume(throwing: APIError.unavailable("the server is shutting down")) }
         }
     }
 

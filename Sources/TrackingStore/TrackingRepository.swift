@@ -123,6 +123,8 @@ public struct TrackingRepository: Sendable {
             throw APIError.invalid("timestamp: no stored day covers it; fixes must fall in the partition window", field: "timestamp", index: nil)
         } catch let error as PSQLError where error.sqlState == "23514" {
             throw APIError.invalid("a value is out of range: \(error.serverMessage)", field: nil, index: nil)
+        } catch let error as PSQLError where error.sqlState == "22P05" || error.sqlState == "22P02" {
+            throw APIError.invalid("a value cannot be stored: \(error.serverMessage)", field: nil, index: nil)
         } catch let error as PSQLError where error.sqlState == "23503" {
             throw APIError.unauthorized("device \(device.id) no longer exists")
         }

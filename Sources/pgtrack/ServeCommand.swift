@@ -65,6 +65,6 @@ struct Migrate: AsyncParsableCommand {
             try await TrackingRepository(client: client, logger: logger)
                 .ensurePositionPartitions(daysBack: partitionDaysBack, daysAhead: partitionDaysAhead)
         }
-        print(#"{"applied":[\#(report.applied.map { "\"\($0)\"" }.joined(separator: ","))],"already_applied":\#(report.alreadyApplied),"definitions":\#(report.definitions),"partitions_created":\#(created)}"#)
+        print(#"{"applied":[\#(report.applied.map { "\"\($0)\"" }.joined(separator: ","))],"already_applied":\#(report.alreadyApplied),"definitions":\#(report.definitions),"definitions_unchanged":\#(report.definitionsUnchanged),"partitions_created":\#(created)}"#)
     }
 }

@@ -5,7 +5,7 @@ import TrackingCore
 @Suite("PositionValidator: malformed and wrongly typed bodies")
 struct PositionValidatorBodyRejectionTests {
     @Test("text that is not JSON, or not an object or array, is 400 malformed_json", arguments: [
-        "", "   \n", "{", #"{"latitude": 52.5,"#, "not json", "42", #""a string""#, "null", "[1, 2]", #"{"latitude": 1}}"#,
+        "", "   \n", "{", #"{"latitude": 52.5,"#, "not json", "42", #""a string""#, "null", #"{"latitude": 1}}"#,
     ])
     func malformed(body: String) throws {
         let error = try #require(PositionFixtures.rejection(body))
@@ -34,6 +34,22 @@ struct PositionValidatorBodyRejectionTests {
         #expect(error.status == 422)
         #expect(error.field == "latitude")
         #expect(error.index == 1)
+    }
+
+    @Test("an array element that is not an object is 422 naming its index")
+    func nonObjectElement() throws {
+        let body = "[" + PositionFixtures.object() + ", 1]"
+        let error = try #require(PositionFixtures.rejection(body))
+        #expect(error.status == 422)
+        #expect(error.index == 1)
+        #expect(error.field == nil)
+    }
+
+    @Test("attributes holding U+0000 (which jsonb cannot store) are 422 on attributes")
+    func nulInAttributes() throws {
+        let error = try #require(PositionFixtures.rejection(PositionFixtures.object(["attributes": #"{"note": {"deep": ["a\u0000b"]}}"#])))
+        #expect(error.status == 422)
+        #expect(error.field == "attributes")
     }
 
     @Test("an empty array is 422")

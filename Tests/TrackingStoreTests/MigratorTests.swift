@@ -35,6 +35,29 @@ struct MigratorTests {
         return root
     }
 
+    @Test("a changed SQL/ file is re-applied; an unchanged SQL/ is not")
+    func changedDefinitions() async throws {
+        let url = try await TestCluster.emptyDatabase()
+        let root = try Self.copyOfSchema()
+        defer { try? FileManager.default.removeItem(at: root) }
+        _ = try await Self.migrate(url, files: try SchemaFiles(root: root))
+
+        let file = root.appendingPathComponent("SQL/020_change_log.sql")
+        let edited = try String(contentsOf: file, encoding: .utf8) + """
+
+            CREATE OR REPLACE FUNCTION pgtrack_test_marker() RETURNS integer LANGUAGE sql AS $$ SELECT 42 $$;
+            """
+        try edited.write(to: file, atomically: true, encoding: .utf8)
+        let changed = try await Self.migrate(url, files: try SchemaFiles(root: root))
+        #expect(!changed.definitionsUnchanged)
+        let marker = try await TestCluster.withClient(url) { client in
+            try await client.value("SELECT pgtrack_test_marker()", as: Int.self)
+        }
+        #expect(marker == 42)
+        let again = try await Self.migrate(url, files: try SchemaFiles(root: root))
+        #expect(again.definitionsUnchanged)
+    }
+
     @Test("the first run applies every migration starting with 0001; the second is a no-op")
     func firstAndSecondRun() async throws {
         let url = try await TestCluster.emptyDatabase()
@@ -46,11 +69,13 @@ struct MigratorTests {
         #expect(first.alreadyApplied == 0)
         #expect(first.definitions == files.definitions.count)
         #expect(first.definitions > 0)
+        #expect(!first.definitionsUnchanged)
 
         let second = try await Self.migrate(url, files: files)
         #expect(second.applied.isEmpty)
         #expect(second.alreadyApplied == files.migrations.count)
         #expect(second.definitions == files.definitions.count)
+        #expect(second.definitionsUnchanged, "an identical SQL/ is not re-applied (it would lock positions)")
 
         let versions = try await Self.recordedVersions(url)
         #expect(versions == Dictionary(uniqueKeysWithValues: files.migrations.map { ($0.version, 1) }))
