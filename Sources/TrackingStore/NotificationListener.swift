@@ -48,6 +48,8 @@ public actor NotificationListener: Service {
     private var reconnects = 0
     private var nextWaiterID: UInt64 = 0
     private var stopped = false
+    /// One decoder for every doorbell instead of one per notification.
+    private let doorbellDecoder = JSONDecoder()
 
     public init(settings: DatabaseConnectionSettings, repository: TrackingRepository, sink: any BusEventSink,
                 logger: Logger, pingInterval: Duration = .seconds(5), readyTimeout: Duration = .seconds(10)) {
@@ -159,7 +161,7 @@ public actor NotificationListener: Service {
 
     /// One doorbell: deliver its inline events, or read the range it names from the log.
     private func ring(_ topic: BusTopic, payload: String) async throws {
-        guard let doorbell = try? JSONDecoder().decode(Doorbell.self, from: Data(payload.utf8)) else {
+        guard let doorbell = try? doorbellDecoder.decode(Doorbell.self, from: Data(payload.utf8)) else {
             logger.warning("ignoring malformed notification on \(topic.channel)")
             return
         }
