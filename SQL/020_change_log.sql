@@ -44,6 +44,8 @@ LANGUAGE sql STABLE PARALLEL SAFE AS $$
 $$;
 
 -- Rings the doorbell for seqs (first_seq, last_seq] of one tenant that were just logged.
+-- Inline events carry their audience (device, group, grade) so a node filters each stream by
+-- its subscriber's scope without parsing the payload.
 -- One NOTIFY on the tenant channel and one per booking touched, never one per row. Small
 -- batches carry their events inline (the fast path); larger ones carry only the seq range and
 -- the listener reads the rows from change_log. pg_notify's limit is 8000 bytes.
@@ -59,14 +61,16 @@ BEGIN
     FOR grp IN
         SELECT NULL::text AS booking_id, min(seq) AS lo, max(seq) AS hi, count(*) AS n,
                CASE WHEN count(*) <= inline_rows THEN
-                   jsonb_agg(jsonb_build_object('s', seq, 'k', kind, 'd', payload::text) ORDER BY seq)
+                   jsonb_agg(jsonb_strip_nulls(jsonb_build_object('s', seq, 'k', kind, 'd', payload::text,
+                                                       'v', device_id, 'g', device_group, 'r', device_grade)) ORDER BY seq)
                END AS events
           FROM change_log
          WHERE tenant_id = p_tenant AND seq > first_seq AND seq <= last_seq
         UNION ALL
         SELECT booking_id, min(seq), max(seq), count(*),
                CASE WHEN count(*) <= inline_rows THEN
-                   jsonb_agg(jsonb_build_object('s', seq, 'k', kind, 'd', payload::text) ORDER BY seq)
+                   jsonb_agg(jsonb_strip_nulls(jsonb_build_object('s', seq, 'k', kind, 'd', payload::text,
+                                                       'v', device_id, 'g', device_group, 'r', device_grade)) ORDER BY seq)
                END
           FROM change_log
          WHERE tenant_id = p_tenant AND seq > first_seq AND seq <= last_seq AND booking_id IS NOT NULL
@@ -84,5 +88,31 @@ BEGIN
                  ELSE 'pgtrack.booking.' || grp.booking_id END,
             message);
     END LOOP;
+END
+$$;
+
+-- Logs one event that is not a position (marker removed, history purged, …) and rings the
+-- doorbell, in the caller's transaction. Returns its seq. The audience columns come from the
+-- device, so scoped subscribers see exactly the lifecycle events of the devices they may see.
+CREATE OR REPLACE FUNCTION pgtrack_log_event(p_tenant text, p_kind text, p_device uuid, p_booking text, p_payload jsonb)
+RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    new_seq bigint;
+    d_group text;
+    d_grade integer;
+BEGIN
+    UPDATE change_log_heads SET last_seq = last_seq + 1 WHERE tenant_id = p_tenant RETURNING last_seq INTO new_seq;
+    IF new_seq IS NULL THEN
+        RAISE EXCEPTION 'tenant % does not exist', p_tenant USING ERRCODE = 'foreign_key_violation';
+    END IF;
+    IF p_device IS NOT NULL THEN
+        SELECT group_name, grade INTO d_group, d_grade FROM devices WHERE id = p_device AND tenant_id = p_tenant;
+    END IF;
+    INSERT INTO change_log (tenant_id, seq, kind, device_id, booking_id, payload, device_group, device_grade)
+    VALUES (p_tenant, new_seq, p_kind, p_device, p_booking,
+            jsonb_build_object('seq', new_seq, 'type', p_kind) || p_payload, d_group, d_grade);
+    PERFORM pgtrack_notify_logged(p_tenant, new_seq - 1, new_seq);
+    RETURN new_seq;
 END
 $$;

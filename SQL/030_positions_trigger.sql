@@ -26,13 +26,15 @@ BEGIN
               FROM new_rows r
              WHERE r.tenant_id = grp.tenant_id
         ), logged AS (
-            INSERT INTO change_log (tenant_id, seq, kind, device_id, booking_id, payload)
+            INSERT INTO change_log (tenant_id, seq, kind, device_id, booking_id, payload, device_group, device_grade)
             SELECT n.tenant_id, n.seq, 'location_update', n.device_id, n.booking_id,
                    jsonb_build_object('seq', n.seq, 'type', 'location_update',
                                       'latest', n.newest_in_batch AND (cur.fix_time IS NULL OR n.fix_time > cur.fix_time))
                    || pgtrack_position_json(n.device_id, n.booking_id, n.fix_time, n.received_at, n.location,
-                                            n.speed, n.heading, n.altitude, n.accuracy, n.battery, n.attributes)
+                                            n.speed, n.heading, n.altitude, n.accuracy, n.battery, n.attributes),
+                   d.group_name, d.grade
               FROM numbered n
+              JOIN devices d ON d.id = n.device_id
               LEFT JOIN latest_positions cur ON cur.device_id = n.device_id
         )
         INSERT INTO latest_positions AS lp (device_id, tenant_id, booking_id, fix_time, received_at,

@@ -25,6 +25,9 @@ public struct APIError: Error, Sendable, Equatable, Encodable {
     public static func unauthorized(_ message: String) -> APIError {
         APIError(status: 401, code: "unauthorized", message: message)
     }
+    public static func forbidden(_ message: String) -> APIError {
+        APIError(status: 403, code: "forbidden", message: message)
+    }
     public static func notFound(_ message: String) -> APIError {
         APIError(status: 404, code: "not_found", message: message)
     }

@@ -1,3 +1,5 @@
+import Foundation
+
 /// Client-supplied identifiers. Both end up in NOTIFY channel names, which PostgresNIO sends
 /// unescaped inside `LISTEN "…"`, and channel names are limited to 63 bytes: every id is
 /// checked against a strict pattern before it reaches SQL or a channel.
@@ -43,13 +45,16 @@ public struct BookingID: Hashable, Sendable, CustomStringConvertible {
 ///
 /// Booking channels are named by booking id only (tenant + booking would exceed 63 bytes);
 /// the doorbell payload carries the tenant, and the listener drops rings of other tenants.
+///
+/// A user topic carries no events of the log: it rings when what that user may see changes.
 public enum BusTopic: Hashable, Sendable, CustomStringConvertible {
     case tenant(TenantID)
     case booking(TenantID, BookingID)
+    case user(TenantID, UUID)
 
     public var tenant: TenantID {
         switch self {
-        case .tenant(let tenant), .booking(let tenant, _): return tenant
+        case .tenant(let tenant), .booking(let tenant, _), .user(let tenant, _): return tenant
         }
     }
 
@@ -62,6 +67,8 @@ public enum BusTopic: Hashable, Sendable, CustomStringConvertible {
         switch self {
         case .tenant(let tenant): return "pgtrack.tenant.\(tenant.rawValue)"
         case .booking(_, let booking): return "pgtrack.booking.\(booking.rawValue)"
+        // A UUID's text form is strictly hex and dashes: safe inside LISTEN "…".
+        case .user(_, let user): return "pgtrack.user.\(user.uuidString.lowercased())"
         }
     }
 
@@ -69,6 +76,7 @@ public enum BusTopic: Hashable, Sendable, CustomStringConvertible {
         switch self {
         case .tenant(let tenant): return "tenant \(tenant)"
         case .booking(let tenant, let booking): return "booking \(booking) of tenant \(tenant)"
+        case .user(let tenant, let user): return "user \(user.uuidString.lowercased()) of tenant \(tenant)"
         }
     }
 }

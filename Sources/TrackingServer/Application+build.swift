@@ -9,6 +9,9 @@ public struct TrackingNode: Sendable {
     public let repository: TrackingRepository
     public let listener: NotificationListener
     public let hub: FanOutHub
+    public let snapshots: SnapshotCoalescer
+    public let tokens: TokenService
+    public let registration: UserRegistration
 }
 
 /// Builds the HTTP application and its services: the Postgres pool, the listener, the fan-out
@@ -17,7 +20,7 @@ public func buildApplication(
     configuration: ServerConfiguration,
     database: DatabaseConnectionSettings,
     logger: Logger
-) throws -> (Application<RouterResponder<AppRequestContext>>, TrackingNode) {
+) async throws -> (Application<RouterResponder<AppRequestContext>>, TrackingNode) {
     let client = PostgresClient(configuration: try database.clientConfiguration(), backgroundLogger: logger)
     let repository = TrackingRepository(client: client, logger: logger)
     let hub = FanOutHub(mailboxCapacity: configuration.clientBufferSize,
@@ -25,12 +28,22 @@ public func buildApplication(
     let listener = NotificationListener(settings: database, repository: repository, sink: hub, logger: logger)
     hub.attach(listener)
 
+    let snapshots = SnapshotCoalescer(repository: repository)
+    let tokens = await TokenService(secret: configuration.jwtSecret,
+                                    accessLifetime: .seconds(configuration.accessTokenSeconds),
+                                    refreshLifetime: .seconds(configuration.refreshTokenDays * 86_400))
+    let registration = UserRegistration(repository: repository, bcryptCost: configuration.bcryptCost)
+
     let router = Router(context: AppRequestContext.self)
     router.addMiddleware { APIErrorMiddleware() }
-    let authenticator = DeviceAuthenticator(repository: repository)
+    let authenticator = Authenticator(repository: repository, tokens: tokens)
+    AuthRoutes(repository: repository, authenticator: authenticator, tokens: tokens, registration: registration).register(on: router)
+    UserRoutes(repository: repository, authenticator: authenticator).register(on: router)
+    DeviceRoutes(repository: repository, authenticator: authenticator).register(on: router)
     LocationRoutes(repository: repository, authenticator: authenticator, validator: configuration.positionValidator)
         .register(on: router)
-    StreamRoutes(repository: repository, authenticator: authenticator, hub: hub).register(on: router)
+    SnapshotRoutes(authenticator: authenticator, snapshots: snapshots).register(on: router)
+    StreamRoutes(repository: repository, authenticator: authenticator, hub: hub, snapshots: snapshots).register(on: router)
     HealthRoutes(repository: repository, listener: listener, hub: hub).register(on: router)
 
     var app = Application(
@@ -41,5 +54,6 @@ public func buildApplication(
         client, listener, hub,
         PartitionMaintenance(repository: repository, daysBack: configuration.partitionDaysBack,
                              daysAhead: configuration.partitionDaysAhead, logger: logger))
-    return (app, TrackingNode(repository: repository, listener: listener, hub: hub))
+    return (app, TrackingNode(repository: repository, listener: listener, hub: hub, snapshots: snapshots, tokens: tokens,
+                              registration: registration))
 }

@@ -1,3 +1,4 @@
+import Foundation
 import Logging
 import NIOCore
 import ServiceLifecycle
@@ -10,12 +11,22 @@ import TrackingStore
 public struct BusDelivery: Sendable {
     public let seq: Int64
     public let frame: ByteBuffer
+    /// Who the event is about, so each session keeps only what its subscriber may see.
+    public let audience: EventAudience?
+
+    public init(seq: Int64, frame: ByteBuffer, audience: EventAudience? = nil) {
+        self.seq = seq
+        self.frame = frame
+        self.audience = audience
+    }
 }
 
 /// What a stream session waits on.
 public enum SessionSignal: Sendable {
     case event(BusDelivery)
     case heartbeat
+    /// The subscriber's scope or role may have changed: re-read it.
+    case recheck
 }
 
 /// A subscriber's bounded inbox. When it is full the subscriber is too slow: the inbox closes
@@ -33,7 +44,12 @@ public final class Mailbox: Sendable {
     public var overflowed: Bool { overflowFlag.load(ordering: .acquiring) }
 
     func push(_ delivery: BusDelivery) {
-        if case .dropped = continuation.yield(.event(delivery)) {
+        push(.event(delivery))
+    }
+
+    /// A full inbox overflows whatever the signal: the reset that follows re-reads everything.
+    func push(_ signal: SessionSignal) {
+        if case .dropped = continuation.yield(signal) {
             overflowFlag.store(true, ordering: .releasing)
             continuation.finish()
         }
@@ -46,9 +62,10 @@ public final class Mailbox: Sendable {
     public func close() { continuation.finish() }
 }
 
-/// A live subscription: events of `topic` arrive in `mailbox`. Cancel it when the session ends.
+/// A live subscription: events of its topics arrive in one `mailbox`, in order per topic. Cancel
+/// it when the session ends.
 public struct Subscription: Sendable {
-    public let topic: BusTopic
+    public let topics: [BusTopic]
     public let mailbox: Mailbox
     let id: UInt64
     let hub: FanOutHub
@@ -89,29 +106,43 @@ public final class FanOutHub: BusEventSink, Service {
         return listener
     }
 
+    /// Open subscriptions (a session on a tenant stream with a user topic counts once).
     public var subscriberCount: Int {
-        state.withLock { $0.subscribers.values.reduce(0) { $0 + $1.count } }
+        state.withLock { state in
+            state.subscribers.reduce(0) { count, entry in
+                if case .user = entry.key { return count }
+                return count + entry.value.count
+            }
+        }
     }
 
-    /// Registers a mailbox, then waits until the listener LISTENs to the topic. The mailbox is
-    /// registered first, so an event committed after this returns is never missed; whatever
-    /// happened before is for the caller to read from the snapshot or the log.
-    public func subscribe(_ topic: BusTopic) async throws -> Subscription {
+    /// Registers one mailbox for `topics`, then waits until the listener LISTENs to each. The
+    /// mailbox is registered first, so an event committed after this returns is never missed;
+    /// whatever happened before is for the caller to read from the snapshot or the log.
+    public func subscribe(_ topics: BusTopic...) async throws -> Subscription {
+        try await subscribe(topics: topics)
+    }
+
+    public func subscribe(topics: [BusTopic]) async throws -> Subscription {
+        precondition(!topics.isEmpty, "subscribe to at least one topic")
         let mailbox = Mailbox(capacity: mailboxCapacity)
         let id: UInt64 = try state.withLock { state in
             guard !state.shuttingDown else { throw APIError.unavailable("the server is shutting down") }
             state.nextID += 1
-            state.subscribers[topic, default: [:]][state.nextID] = mailbox
+            for topic in topics { state.subscribers[topic, default: [:]][state.nextID] = mailbox }
             return state.nextID
         }
-        let subscription = Subscription(topic: topic, mailbox: mailbox, id: id, hub: self)
+        let subscription = Subscription(topics: topics, mailbox: mailbox, id: id, hub: self)
+        var listening: [BusTopic] = []
         do {
-            try await listener.subscribe(topic)
-        } catch is CancellationError {
-            removeMailbox(subscription)
-            throw APIError.unavailable("the subscription was interrupted; retry")
+            for topic in topics {
+                try await listener.subscribe(topic)
+                listening.append(topic)
+            }
         } catch {
             removeMailbox(subscription)
+            for topic in listening { await listener.unsubscribe(topic) }
+            if error is CancellationError { throw APIError.unavailable("the subscription was interrupted; retry") }
             throw error
         }
         return subscription
@@ -119,13 +150,15 @@ public final class FanOutHub: BusEventSink, Service {
 
     func unsubscribe(_ subscription: Subscription) async {
         removeMailbox(subscription)
-        await listener.unsubscribe(subscription.topic)
+        for topic in subscription.topics { await listener.unsubscribe(topic) }
     }
 
     private func removeMailbox(_ subscription: Subscription) {
         state.withLock { state in
-            state.subscribers[subscription.topic]?[subscription.id] = nil
-            if state.subscribers[subscription.topic]?.isEmpty == true { state.subscribers[subscription.topic] = nil }
+            for topic in subscription.topics {
+                state.subscribers[topic]?[subscription.id] = nil
+                if state.subscribers[topic]?.isEmpty == true { state.subscribers[topic] = nil }
+            }
         }
         subscription.mailbox.close()
     }
@@ -133,8 +166,13 @@ public final class FanOutHub: BusEventSink, Service {
     public func deliver(_ events: [ChangeEvent], to topic: BusTopic) {
         let mailboxes = state.withLock { Array(($0.subscribers[topic] ?? [:]).values) }
         guard !mailboxes.isEmpty else { return }
+        if case .user = topic {
+            for mailbox in mailboxes { mailbox.push(.recheck) }
+            return
+        }
         for event in events {
-            let delivery = BusDelivery(seq: event.seq, frame: ByteBuffer(string: SSEFrame.event(id: event.seq, name: event.kind, data: event.json)))
+            let delivery = BusDelivery(seq: event.seq, frame: ByteBuffer(string: SSEFrame.event(id: event.seq, name: event.kind, data: event.json)),
+                                       audience: event.audience)
             for mailbox in mailboxes { mailbox.push(delivery) }
         }
     }
@@ -145,6 +183,7 @@ public final class FanOutHub: BusEventSink, Service {
             state.shuttingDown = true
             return state.subscribers.values.flatMap(\.values)
         }
+        // A mailbox registered under two topics is closed twice; closing is idempotent.
         for mailbox in mailboxes { mailbox.close() }
     }
 
@@ -153,7 +192,9 @@ public final class FanOutHub: BusEventSink, Service {
         try? await cancelWhenGracefulShutdown {
             while true {
                 try await Task.sleep(for: self.heartbeatInterval)
-                let mailboxes = self.state.withLock { $0.subscribers.values.flatMap(\.values) }
+                let mailboxes = self.state.withLock { state in
+                    state.subscribers.filter { if case .user = $0.key { return false } else { return true } }.values.flatMap(\.values)
+                }
                 for mailbox in mailboxes { mailbox.heartbeat() }
             }
         }

@@ -7,7 +7,7 @@ import TrackingStore
 /// `POST /api/v1/locations` and `GET /api/v1/devices/{id}/position`.
 struct LocationRoutes {
     let repository: TrackingRepository
-    let authenticator: DeviceAuthenticator
+    let authenticator: Authenticator
     let validator: PositionValidator
 
     func register(on router: Router<AppRequestContext>) {
@@ -15,8 +15,9 @@ struct LocationRoutes {
         router.get("/api/v1/devices/:id/position", use: latestPosition)
     }
 
+    /// Devices post for themselves; a driver posts for the device linked to them.
     @Sendable func postLocations(request: Request, context: AppRequestContext) async throws -> Response {
-        let device = try await authenticator.authenticate(request)
+        let device = try await postingDevice(try await authenticator.authenticate(request))
         let body: ByteBuffer
         do {
             body = try await request.body.collect(upTo: ServerConfiguration.maxBodyBytes)
@@ -29,15 +30,32 @@ struct LocationRoutes {
         return jsonResponse(#"{"accepted":\#(stored)}"#, status: .accepted)
     }
 
+    /// The latest position of a device the caller may see; any other answers 404 like a missing one.
     @Sendable func latestPosition(request: Request, context: AppRequestContext) async throws -> Response {
-        let device = try await authenticator.authenticate(request)
+        let principal = try await authenticator.authenticate(request)
+        let (filter, _) = try await authenticator.visibility(of: principal)
         let idText = context.parameters.get("id") ?? ""
-        // Another tenant's device answers exactly like a missing one.
         guard let id = UUID(uuidString: idText),
-              let json = try await repository.latestPosition(device: id, tenant: device.tenant)
+              let (audience, json) = try await repository.latestPosition(device: id, tenant: principal.tenant),
+              filter.allows(audience)
         else {
             throw APIError.notFound("No position for device \(idText.prefix(64)).")
         }
         return jsonResponse(json)
+    }
+
+    private func postingDevice(_ principal: Principal) async throws -> DeviceIdentity {
+        switch principal {
+        case .device(let device):
+            return device
+        case .user(let user):
+            guard user.role == .driver else {
+                throw APIError.forbidden("Only devices and drivers post positions; you are \(user.role.rawValue).")
+            }
+            guard let id = user.deviceID, let device = try await repository.device(id, tenant: user.tenant) else {
+                throw APIError.forbidden("No device is linked to this driver; an admin links one with device_id.")
+            }
+            return DeviceIdentity(id: device.id, tenant: user.tenant, name: device.name, group: device.group, grade: device.grade)
+        }
     }
 }

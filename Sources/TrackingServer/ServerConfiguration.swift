@@ -15,9 +15,17 @@ public struct ServerConfiguration: Sendable {
     /// Events buffered per stream client before it counts as too slow and gets a reset.
     public var clientBufferSize: Int
     public var heartbeatSeconds: Int
+    /// HS256 key of access tokens. Every node of a deployment needs the same one.
+    public var jwtSecret: String
+    public var accessTokenSeconds: Int
+    public var refreshTokenDays: Int
+    /// bcrypt cost of new password hashes (2^cost rounds).
+    public var bcryptCost: UInt8
 
     public init(host: String = "127.0.0.1", port: Int = 8080, partitionDaysBack: Int = 30, partitionDaysAhead: Int = 7,
-                maxFutureSkewSeconds: Double = 300, clientBufferSize: Int = 2_048, heartbeatSeconds: Int = 15) {
+                maxFutureSkewSeconds: Double = 300, clientBufferSize: Int = 2_048, heartbeatSeconds: Int = 15,
+                jwtSecret: String = JWTSecret.generate(), accessTokenSeconds: Int = 900, refreshTokenDays: Int = 30,
+                bcryptCost: UInt8 = 12) {
         self.host = host
         self.port = port
         self.partitionDaysBack = partitionDaysBack
@@ -25,6 +33,10 @@ public struct ServerConfiguration: Sendable {
         self.maxFutureSkewSeconds = maxFutureSkewSeconds
         self.clientBufferSize = clientBufferSize
         self.heartbeatSeconds = heartbeatSeconds
+        self.jwtSecret = jwtSecret
+        self.accessTokenSeconds = accessTokenSeconds
+        self.refreshTokenDays = refreshTokenDays
+        self.bcryptCost = bcryptCost
     }
 
     var positionValidator: PositionValidator {

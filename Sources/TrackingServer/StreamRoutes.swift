@@ -4,11 +4,13 @@ import Logging
 import TrackingCore
 import TrackingStore
 
-/// `GET /api/v1/stream` (a tenant's devices) and `GET /api/v1/bookings/{id}/stream` (one booking), as SSE.
+/// `GET /api/v1/stream` (a tenant's devices) and `GET /api/v1/bookings/{id}/stream` (one booking),
+/// as SSE, filtered by what the caller may see.
 struct StreamRoutes {
     let repository: TrackingRepository
-    let authenticator: DeviceAuthenticator
+    let authenticator: Authenticator
     let hub: FanOutHub
+    let snapshots: SnapshotCoalescer
 
     func register(on router: Router<AppRequestContext>) {
         router.get("/api/v1/stream", use: tenantStream)
@@ -16,24 +18,32 @@ struct StreamRoutes {
     }
 
     @Sendable func tenantStream(request: Request, context: AppRequestContext) async throws -> Response {
-        let device = try await authenticator.authenticate(request)
-        return try await stream(.tenant(device.tenant), request: request, context: context)
+        let principal = try await authenticator.authenticate(request, allowQueryCredentials: true)
+        return try await stream(.tenant(principal.tenant), for: principal, request: request, context: context)
     }
 
     @Sendable func bookingStream(request: Request, context: AppRequestContext) async throws -> Response {
-        let device = try await authenticator.authenticate(request)
+        let principal = try await authenticator.authenticate(request, allowQueryCredentials: true)
         let raw = context.parameters.get("id") ?? ""
         guard let booking = BookingID(raw) else {
             throw APIError.invalid("booking id must be \(BookingID.rule)", field: "id", index: nil)
         }
-        return try await stream(.booking(device.tenant, booking), request: request, context: context)
+        return try await stream(.booking(principal.tenant, booking), for: principal, request: request, context: context)
     }
 
-    private func stream(_ topic: BusTopic, request: Request, context: AppRequestContext) async throws -> Response {
-        // Subscribe (LISTEN is live) before reading anything, so nothing falls between the read and live.
-        let subscription = try await hub.subscribe(topic)
+    private func stream(_ topic: BusTopic, for principal: Principal, request: Request, context: AppRequestContext) async throws -> Response {
+        // Subscribe (LISTEN is live) before reading anything, so nothing falls between the read
+        // and live: not the snapshot or log, and not the user's scope, whose changes ring the
+        // user's own topic.
+        var topics = [topic]
+        if case .user(let user) = principal { topics.append(.user(user.tenant, user.id)) }
+        let subscription = try await hub.subscribe(topics: topics)
+        let liveSince = ContinuousClock.now
         let start: StreamStart
+        let viewer: StreamViewer
         do {
+            let (filter, user) = try await authenticator.visibility(of: principal)
+            viewer = StreamViewer(filter: filter, user: user?.id)
             guard let bounds = try await repository.logBounds(tenant: topic.tenant) else {
                 throw APIError.notFound("\(topic) does not exist")
             }
@@ -43,7 +53,8 @@ struct StreamRoutes {
             await subscription.cancel()
             throw error
         }
-        let session = StreamSession(topic: topic, start: start, hub: hub, repository: repository, logger: context.logger)
+        let session = StreamSession(topic: topic, start: start, hub: hub, repository: repository, snapshots: snapshots,
+                                    logger: context.logger)
         let lease = SubscriptionLease(subscription)
         return Response(
             status: .ok,
@@ -57,7 +68,7 @@ struct StreamRoutes {
             ],
             body: ResponseBody { writer in
                 guard let subscription = lease.take() else { return }
-                try await session.run(subscription: subscription, request: request, writer: &writer)
+                try await session.run(subscription: subscription, liveSince: liveSince, viewer: viewer, request: request, writer: &writer)
             })
     }
 }

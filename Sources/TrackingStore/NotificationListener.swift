@@ -142,9 +142,16 @@ public actor NotificationListener: Service {
     }
 
     /// LISTEN is active: catch up from the cursor (or set it to the head), then mark ready.
+    /// A user topic has no log: after a reconnect its subscribers are told to re-read the
+    /// scope, since a ring may have been missed while the connection was down.
     private func listening(_ topic: BusTopic, generation: Int) async throws {
         guard topics[topic] != nil else { throw CancellationError() }
-        if let cursor = topics[topic]?.cursor {
+        if case .user = topic {
+            if topics[topic]?.cursor != nil {
+                sink.deliver([ChangeEvent(seq: 0, kind: ChangeEvent.scopeRecheck, json: "{}")], to: topic)
+            }
+            topics[topic]?.cursor = 0
+        } else if let cursor = topics[topic]?.cursor {
             try await catchUp(topic, after: cursor, through: nil)
         } else {
             let head = try await repository.logBounds(tenant: topic.tenant)?.lastSeq ?? 0
@@ -161,6 +168,16 @@ public actor NotificationListener: Service {
 
     /// One doorbell: deliver its inline events, or read the range it names from the log.
     private func ring(_ topic: BusTopic, payload: String) async throws {
+        if case .user(let tenant, let user) = topic {
+            guard let doorbell = try? doorbellDecoder.decode(UserDoorbell.self, from: Data(payload.utf8)),
+                  doorbell.tenant == tenant.rawValue, doorbell.user == user
+            else {
+                logger.warning("ignoring malformed notification on \(topic.channel)")
+                return
+            }
+            sink.deliver([ChangeEvent(seq: doorbell.version, kind: ChangeEvent.scopeRecheck, json: "{}")], to: topic)
+            return
+        }
         guard let doorbell = try? doorbellDecoder.decode(Doorbell.self, from: Data(payload.utf8)) else {
             logger.warning("ignoring malformed notification on \(topic.channel)")
             return

@@ -3,19 +3,34 @@ import Logging
 import PostgresNIO
 import TrackingCore
 
-/// A device as authenticated by its API key.
-public struct DeviceIdentity: Sendable, Equatable {
-    public let id: UUID
-    public let tenant: TenantID
-    public let name: String
-    public let group: String
-    public let grade: Int
-}
-
-/// A consistent picture of a stream: the positions as of `seq`, as a JSON array.
+/// A consistent picture of a stream: the latest position of each device as of `seq`, each
+/// with its audience so a caller can keep only what a subscriber may see.
 public struct Snapshot: Sendable, Equatable {
+    public struct Entry: Sendable, Equatable {
+        public let audience: EventAudience
+        /// The position as JSON (with its `seq`).
+        public let json: String
+    }
+
     public let seq: Int64
-    public let positionsJSON: String
+    public let entries: [Entry]
+
+    public init(seq: Int64, entries: [Entry]) {
+        self.seq = seq
+        self.entries = entries
+    }
+
+    /// The positions `filter` allows, as a JSON array.
+    public func positionsJSON(_ filter: StreamFilter) -> String {
+        var json = "["
+        var first = true
+        for entry in entries where filter.allows(entry.audience) {
+            if !first { json += "," }
+            json += entry.json
+            first = false
+        }
+        return json + "]"
+    }
 }
 
 /// How far back a tenant's change log reaches: seqs in `(prunedThrough, lastSeq]` are readable.
@@ -27,6 +42,11 @@ public struct LogBounds: Sendable, Equatable {
 }
 
 /// Every query the service runs. Routes and services call these; no SQL lives elsewhere in Swift.
+///
+/// Tenant-owned data is read and written inside `withTenant`: a transaction that assumes the
+/// `pgtrack_tenant` role and sets the tenant, so row-level security hides every other tenant's
+/// rows even from a query that forgot its tenant filter. Only lookups that discover the tenant
+/// (an API key or a refresh token) and node-wide work (partitions, health) run without it.
 public struct TrackingRepository: Sendable {
     public let client: PostgresClient
     let logger: Logger
@@ -36,7 +56,27 @@ public struct TrackingRepository: Sendable {
         self.logger = logger
     }
 
-    // MARK: Tenants and devices
+    /// Runs `body` in a transaction restricted to `tenant` by row-level security.
+    func withTenant<T: Sendable>(_ tenant: TenantID, _ body: (PostgresConnection) async throws -> T) async throws -> T {
+        try await transaction { connection in
+            try await connection.query("""
+                SELECT set_config('role', 'pgtrack_tenant', true), set_config('pgtrack.tenant', \(tenant.rawValue), true)
+                """, logger: logger)
+            return try await body(connection)
+        }
+    }
+
+    /// A transaction whose failure is the error that caused it (a PSQLError the caller can map
+    /// to a status), not PostgresNIO's wrapper around it.
+    func transaction<T: Sendable>(_ body: (PostgresConnection) async throws -> T) async throws -> T {
+        do {
+            return try await client.withTransaction(logger: logger) { connection in try await body(connection) }
+        } catch let error as PostgresTransactionError {
+            throw error.closureError ?? error.beginError ?? error.commitError ?? error
+        }
+    }
+
+    // MARK: Tenants
 
     public func createTenant(id: TenantID, name: String) async throws {
         do {
@@ -46,40 +86,6 @@ public struct TrackingRepository: Sendable {
         } catch let error as PSQLError where error.sqlState == "23514" {
             throw APIError.invalid("name must be 1–200 characters", field: "name", index: nil)
         }
-    }
-
-    /// Creates a device and returns it with its API key, which is shown once and stored hashed.
-    public func createDevice(tenant: TenantID, name: String, group: String, grade: Int) async throws -> (DeviceIdentity, apiKey: String) {
-        let key = DeviceAPIKey.generate()
-        let hash = DeviceAPIKey.hash(key)
-        do {
-            let rows = try await client.query("""
-                INSERT INTO devices (tenant_id, name, group_name, grade, api_key_hash)
-                VALUES (\(tenant.rawValue), \(name), \(group), \(grade), \(ByteBuffer(bytes: hash)))
-                RETURNING id
-                """, logger: logger)
-            for try await id in rows.decode(UUID.self) {
-                return (DeviceIdentity(id: id, tenant: tenant, name: name, group: group, grade: grade), key)
-            }
-        } catch let error as PSQLError where error.sqlState == "23503" {
-            throw APIError.notFound("tenant \(tenant) does not exist; create it first with `pgtrack admin create-tenant`")
-        } catch let error as PSQLError where error.sqlState == "23514" {
-            throw APIError.invalid("name and group must be 1–200 / 1–100 characters and grade 0–1000: \(error.serverMessage)", field: nil, index: nil)
-        }
-        throw APIError(status: 500, code: "internal", message: "device insert returned no id")
-    }
-
-    public func authenticateDevice(apiKey: String) async throws -> DeviceIdentity? {
-        guard DeviceAPIKey.looksValid(apiKey) else { return nil }
-        let hash = ByteBuffer(bytes: DeviceAPIKey.hash(apiKey))
-        let rows = try await client.query("""
-            SELECT id, tenant_id, name, group_name, grade FROM devices WHERE api_key_hash = \(hash)
-            """, logger: logger)
-        for try await (id, tenant, name, group, grade) in rows.decode((UUID, String, String, String, Int).self) {
-            guard let tenantID = TenantID(tenant) else { return nil }
-            return DeviceIdentity(id: id, tenant: tenantID, name: name, group: group, grade: grade)
-        }
-        return nil
     }
 
     // MARK: Positions
@@ -103,7 +109,8 @@ public struct TrackingRepository: Sendable {
         }
         let json = String(decoding: try JSONEncoder().encode(rows), as: UTF8.self)
         do {
-            let result = try await client.query("""
+            try await withTenant(device.tenant) { connection in
+            _ = try await connection.query("""
                 INSERT INTO positions (tenant_id, device_id, booking_id, fix_time, location,
                                        speed, heading, altitude, accuracy, battery, attributes)
                 SELECT \(device.tenant.rawValue), \(device.id), p.booking_id, to_timestamp(p.t),
@@ -116,7 +123,7 @@ public struct TrackingRepository: Sendable {
                                             booking_id, attributes, ord)
                  ORDER BY p.ord
                 """, logger: logger)
-            for try await _ in result {}
+            }
             return positions.count
         } catch let error as PSQLError where error.sqlState == "23514" && error.serverMessage.contains("no partition") {
             // No partition for the fix time: outside the window kept ahead/behind. Nothing was written.
@@ -131,14 +138,21 @@ public struct TrackingRepository: Sendable {
     }
 
     /// The latest position of a device of `tenant` (primary-key lookup), as JSON.
-    public func latestPosition(device: UUID, tenant: TenantID) async throws -> String? {
-        let rows = try await client.query("""
-            SELECT (jsonb_build_object('seq', seq) || pgtrack_position_json(device_id, booking_id, fix_time,
-                    received_at, location, speed, heading, altitude, accuracy, battery, attributes))::text
-              FROM latest_positions WHERE device_id = \(device) AND tenant_id = \(tenant.rawValue)
-            """, logger: logger)
-        for try await json in rows.decode(String.self) { return json }
-        return nil
+    public func latestPosition(device: UUID, tenant: TenantID) async throws -> (audience: EventAudience, json: String)? {
+        try await withTenant(tenant) { connection in
+            let rows = try await connection.query("""
+                SELECT d.group_name, d.grade,
+                       (jsonb_build_object('seq', lp.seq) || pgtrack_position_json(lp.device_id, lp.booking_id,
+                        lp.fix_time, lp.received_at, lp.location, lp.speed, lp.heading, lp.altitude, lp.accuracy,
+                        lp.battery, lp.attributes))::text
+                  FROM latest_positions lp JOIN devices d ON d.id = lp.device_id
+                 WHERE lp.device_id = \(device) AND lp.tenant_id = \(tenant.rawValue)
+                """, logger: logger)
+            for try await (group, grade, json) in rows.decode((String, Int, String).self) {
+                return (EventAudience(device: device, group: group, grade: grade), json)
+            }
+            return nil
+        }
     }
 
     /// Creates the daily partitions of positions for `daysBack` days before today to `daysAhead` after.
@@ -154,72 +168,88 @@ public struct TrackingRepository: Sendable {
 
     /// Latest positions of a topic with the seq they are consistent with: one statement, so
     /// one MVCC snapshot; every event after `seq` is not in it and every one up to it is.
+    /// Nil when the tenant does not exist. A user topic has no positions.
     public func snapshot(of topic: BusTopic) async throws -> Snapshot? {
-        let rows: PostgresRowSequence
-        switch topic {
-        case .tenant(let tenant):
-            rows = try await client.query("""
-                SELECT h.last_seq, coalesce((
-                    SELECT jsonb_agg(jsonb_build_object('seq', lp.seq) || pgtrack_position_json(lp.device_id,
-                               lp.booking_id, lp.fix_time, lp.received_at, lp.location, lp.speed, lp.heading,
-                               lp.altitude, lp.accuracy, lp.battery, lp.attributes) ORDER BY lp.device_id)
-                      FROM latest_positions lp WHERE lp.tenant_id = h.tenant_id), '[]'::jsonb)::text
-                  FROM change_log_heads h WHERE h.tenant_id = \(tenant.rawValue)
-                """, logger: logger)
-        case .booking(let tenant, let booking):
-            rows = try await client.query("""
-                SELECT h.last_seq, coalesce((
-                    SELECT jsonb_agg(j ORDER BY d) FROM (
-                        SELECT DISTINCT ON (p.device_id) p.device_id AS d,
-                               pgtrack_position_json(p.device_id, p.booking_id, p.fix_time, p.received_at,
-                                   p.location, p.speed, p.heading, p.altitude, p.accuracy, p.battery,
-                                   p.attributes) AS j
-                          FROM positions p
-                         WHERE p.tenant_id = h.tenant_id AND p.booking_id = \(booking.rawValue)
-                         ORDER BY p.device_id, p.fix_time DESC, p.id DESC) latest), '[]'::jsonb)::text
-                  FROM change_log_heads h WHERE h.tenant_id = \(tenant.rawValue)
-                """, logger: logger)
+        try await withTenant(topic.tenant) { connection in
+            let rows: PostgresRowSequence
+            switch topic {
+            case .tenant(let tenant), .user(let tenant, _):
+                rows = try await connection.query("""
+                    SELECT h.last_seq, lp.device_id, d.group_name, d.grade,
+                           (jsonb_build_object('seq', lp.seq) || pgtrack_position_json(lp.device_id,
+                            lp.booking_id, lp.fix_time, lp.received_at, lp.location, lp.speed, lp.heading,
+                            lp.altitude, lp.accuracy, lp.battery, lp.attributes))::text
+                      FROM change_log_heads h
+                      LEFT JOIN latest_positions lp ON lp.tenant_id = h.tenant_id
+                      LEFT JOIN devices d ON d.id = lp.device_id
+                     WHERE h.tenant_id = \(tenant.rawValue)
+                     ORDER BY lp.device_id
+                    """, logger: logger)
+            case .booking(let tenant, let booking):
+                rows = try await connection.query("""
+                    SELECT h.last_seq, latest.device_id, d.group_name, d.grade, latest.j::text
+                      FROM change_log_heads h
+                      LEFT JOIN (
+                          SELECT DISTINCT ON (p.device_id) p.tenant_id, p.device_id,
+                                 pgtrack_position_json(p.device_id, p.booking_id, p.fix_time, p.received_at,
+                                     p.location, p.speed, p.heading, p.altitude, p.accuracy, p.battery,
+                                     p.attributes) AS j
+                            FROM positions p
+                           WHERE p.tenant_id = \(tenant.rawValue) AND p.booking_id = \(booking.rawValue)
+                           ORDER BY p.device_id, p.fix_time DESC, p.id DESC) latest ON latest.tenant_id = h.tenant_id
+                      LEFT JOIN devices d ON d.id = latest.device_id
+                     WHERE h.tenant_id = \(tenant.rawValue)
+                     ORDER BY latest.device_id
+                    """, logger: logger)
+            }
+            var seq: Int64?
+            var entries: [Snapshot.Entry] = []
+            for try await (head, device, group, grade, json) in rows.decode((Int64, UUID?, String?, Int?, String?).self) {
+                seq = head
+                if let device, let group, let grade, let json {
+                    entries.append(.init(audience: EventAudience(device: device, group: group, grade: grade), json: json))
+                }
+            }
+            return seq.map { Snapshot(seq: $0, entries: entries) }
         }
-        for try await (seq, json) in rows.decode((Int64, String).self) {
-            return Snapshot(seq: seq, positionsJSON: json)
-        }
-        return nil
     }
 
     public func logBounds(tenant: TenantID) async throws -> LogBounds? {
-        let rows = try await client.query("""
-            SELECT pruned_through, last_seq FROM change_log_heads WHERE tenant_id = \(tenant.rawValue)
-            """, logger: logger)
-        for try await (pruned, last) in rows.decode((Int64, Int64).self) {
-            return LogBounds(prunedThrough: pruned, lastSeq: last)
+        try await withTenant(tenant) { connection in
+            let rows = try await connection.query("""
+                SELECT pruned_through, last_seq FROM change_log_heads WHERE tenant_id = \(tenant.rawValue)
+                """, logger: logger)
+            for try await (pruned, last) in rows.decode((Int64, Int64).self) {
+                return LogBounds(prunedThrough: pruned, lastSeq: last)
+            }
+            return nil
         }
-        return nil
     }
 
     /// Events of `topic` with seq > `after` (and <= `through` when given), oldest first.
+    /// A user topic has no events in the log.
     public func readLog(_ topic: BusTopic, after: Int64, through: Int64? = nil, limit: Int = 1_000) async throws -> [ChangeEvent] {
         let upper = through ?? Int64.max
-        let rows: PostgresRowSequence
+        let bookingFilter: String?
         switch topic {
-        case .tenant(let tenant):
-            rows = try await client.query("""
-                SELECT seq, kind, payload::text FROM change_log
-                 WHERE tenant_id = \(tenant.rawValue) AND seq > \(after) AND seq <= \(upper)
+        case .tenant: bookingFilter = nil
+        case .booking(_, let booking): bookingFilter = booking.rawValue
+        case .user: return []
+        }
+        return try await withTenant(topic.tenant) { connection in
+            let rows = try await connection.query("""
+                SELECT seq, kind, payload::text, device_id, device_group, device_grade FROM change_log
+                 WHERE tenant_id = \(topic.tenant.rawValue) AND seq > \(after) AND seq <= \(upper)
+                   AND (\(bookingFilter)::text IS NULL OR booking_id = \(bookingFilter))
                  ORDER BY seq LIMIT \(limit)
                 """, logger: logger)
-        case .booking(let tenant, let booking):
-            rows = try await client.query("""
-                SELECT seq, kind, payload::text FROM change_log
-                 WHERE tenant_id = \(tenant.rawValue) AND booking_id = \(booking.rawValue)
-                   AND seq > \(after) AND seq <= \(upper)
-                 ORDER BY seq LIMIT \(limit)
-                """, logger: logger)
+            var events: [ChangeEvent] = []
+            for try await (seq, kind, json, device, group, grade) in rows.decode((Int64, String, String, UUID?, String?, Int?).self) {
+                let audience = device.map { EventAudience(device: $0, group: group ?? "", grade: grade ?? 0) }
+                events.append(ChangeEvent(seq: seq, kind: kind, json: json, audience: audience))
+            }
+            return events
         }
-        var events: [ChangeEvent] = []
-        for try await (seq, kind, json) in rows.decode((Int64, String, String).self) {
-            events.append(ChangeEvent(seq: seq, kind: kind, json: json))
-        }
-        return events
     }
 
     // MARK: Health

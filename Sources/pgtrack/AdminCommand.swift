@@ -2,12 +2,13 @@ import ArgumentParser
 import Foundation
 import Logging
 import TrackingCore
+import TrackingServer
 import TrackingStore
 
 struct Admin: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Administrative tasks: tenants and devices.",
-        subcommands: [CreateTenant.self, CreateDevice.self])
+        abstract: "Administrative tasks: tenants, devices and users.",
+        subcommands: [CreateTenant.self, CreateDevice.self, CreateUser.self])
 
     struct CreateTenant: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
@@ -67,6 +68,61 @@ struct Admin: AsyncParsableCommand {
                 group: device.group, grade: device.grade, apiKey: key)))
         }
     }
+}
+
+extension Admin {
+    struct CreateUser: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "create-user",
+            abstract: "Create a user (the first admin of a tenant, typically); prints the user as JSON.",
+            discussion: "The password is read from PGTRACK_PASSWORD, or from standard input when it is not set, so it stays out of shell history and process lists.")
+        @Option(help: "Tenant id.") var tenant: String
+        @Option(help: "Email address (the login name within the tenant).") var email: String
+        @Option(help: "Display name.") var name: String
+        @Option(help: "Role: \(Role.list).") var role = "admin"
+        @Option(help: "For drivers: the id of their device.") var deviceId: String?
+        @OptionGroup var database: DatabaseOptions
+
+        func validate() throws {
+            guard TenantID(tenant) != nil else { throw ValidationError("--tenant must be \(TenantID.rule)") }
+            guard Role(rawValue: role) != nil else { throw ValidationError("--role must be one of \(Role.list)") }
+            if let deviceId, UUID(uuidString: deviceId) == nil { throw ValidationError("--device-id must be a device id (UUID)") }
+        }
+
+        func run() async throws {
+            Pgtrack.bootstrapLogging()
+            let logger = Logger(label: "pgtrack")
+            let tenantID = TenantID(tenant)!
+            let password = try Self.readPassword()
+            let input = UserInput(email: email, name: name, password: password, role: role,
+                                  deviceID: deviceId.flatMap(UUID.init(uuidString:)))
+            do { _ = try input.validated() } catch { throw ValidationError(error.message) }
+            let (settings, startedCluster) = try await database.resolve(logger: logger)
+            defer { try? startedCluster?.stop() }
+            let user = try await runAdmin(settings, logger: logger) { repository in
+                try await UserRegistration(repository: repository).register(input, tenant: tenantID)
+            }
+            print(try jsonLine(CreatedUser(userID: user.id.uuidString.lowercased(), tenantID: tenantID.rawValue,
+                                           email: user.email, name: user.name, role: user.role.rawValue)))
+        }
+
+        static func readPassword() throws -> String {
+            if let password = ProcessInfo.processInfo.environment["PGTRACK_PASSWORD"], !password.isEmpty { return password }
+            guard let line = readLine(strippingNewline: true), !line.isEmpty else {
+                throw ValidationError("no password: set PGTRACK_PASSWORD or pipe it on standard input")
+            }
+            return line
+        }
+    }
+}
+
+struct CreatedUser: Encodable {
+    let userID: String
+    let tenantID: String
+    let email: String
+    let name: String
+    let role: String
+    enum CodingKeys: String, CodingKey { case userID = "user_id", tenantID = "tenant_id", email, name, role }
 }
 
 /// Runs an admin action; an `APIError` (tenant exists, tenant missing…) becomes a clean failure.

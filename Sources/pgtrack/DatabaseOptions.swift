@@ -20,10 +20,14 @@ struct DatabaseOptions: ParsableArguments {
         ProcessInfo.processInfo.environment["DATABASE_URL"].flatMap { $0.isEmpty ? nil : $0 }
     }
 
-    func localCluster(logger: Logger) throws -> LocalCluster {
+    /// The local data directory: the cluster lives here, and the generated JWT secret.
+    var dataDirectory: URL {
         let path = dataDir ?? ProcessInfo.processInfo.environment["PGTRACK_DATA_DIR"] ?? ".pgtrack"
-        let root = URL(fileURLWithPath: path, relativeTo: URL(fileURLWithPath: FileManager.default.currentDirectoryPath))
-        return try LocalCluster(root: root.absoluteURL, port: localPort, logger: logger)
+        return URL(fileURLWithPath: path, relativeTo: URL(fileURLWithPath: FileManager.default.currentDirectoryPath)).absoluteURL
+    }
+
+    func localCluster(logger: Logger) throws -> LocalCluster {
+        try LocalCluster(root: dataDirectory, port: localPort, logger: logger)
     }
 
     /// The database to use. With no DATABASE_URL the local cluster is started (created on first

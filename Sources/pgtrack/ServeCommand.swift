@@ -15,6 +15,8 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Days of position partitions created ahead of today.") var partitionDaysAhead = 7
     @Option(help: "Seconds a fix may be ahead of the server clock.") var maxFutureSkew: Double = 300
     @Option(help: "Events buffered per stream client before it gets a reset.") var clientBuffer = 2_048
+    @Option(help: "Lifetime of access tokens (JWT), in seconds.") var accessTokenSeconds = 900
+    @Option(help: "Lifetime of refresh tokens, in days.") var refreshTokenDays = 30
     @OptionGroup var database: DatabaseOptions
 
     func validate() throws {
@@ -23,20 +25,32 @@ struct Serve: AsyncParsableCommand {
             throw ValidationError("--partition-days-back must be 1–3650 and --partition-days-ahead 1–366")
         }
         guard maxFutureSkew >= 0, clientBuffer >= 16 else { throw ValidationError("--max-future-skew must be >= 0 and --client-buffer >= 16") }
+        guard (30...86_400).contains(accessTokenSeconds), (1...365).contains(refreshTokenDays) else {
+            throw ValidationError("--access-token-seconds must be 30–86400 and --refresh-token-days 1–365")
+        }
     }
 
     func run() async throws {
         Pgtrack.bootstrapLogging()
         let logger = Logger(label: "pgtrack")
         let files = try SchemaFiles.locate(explicit: database.schemaDir)
+        let secret: (secret: String, source: String)
+        do {
+            secret = try JWTSecret.resolve(environment: ProcessInfo.processInfo.environment["JWT_SECRET"],
+                                           file: database.dataDirectory.appendingPathComponent("jwt_secret"))
+        } catch {
+            throw ValidationError("\(error)")
+        }
+        logger.info("access tokens signed with the secret from \(secret.source)")
         let (settings, startedCluster) = try await database.resolve(logger: logger)
         do {
             let report = try await Migrator(files: files, logger: logger).migrate(settings: settings)
             logger.info("schema up to date", metadata: ["applied": "\(report.applied.count)", "definitions": "\(report.definitions)"])
             let configuration = ServerConfiguration(
                 host: host, port: port, partitionDaysBack: partitionDaysBack, partitionDaysAhead: partitionDaysAhead,
-                maxFutureSkewSeconds: maxFutureSkew, clientBufferSize: clientBuffer)
-            let (app, _) = try buildApplication(configuration: configuration, database: settings, logger: logger)
+                maxFutureSkewSeconds: maxFutureSkew, clientBufferSize: clientBuffer, jwtSecret: secret.secret,
+                accessTokenSeconds: accessTokenSeconds, refreshTokenDays: refreshTokenDays)
+            let (app, _) = try await buildApplication(configuration: configuration, database: settings, logger: logger)
             try await app.runService()  // SIGINT/SIGTERM shut down gracefully: streams close, then services stop
         } catch {
             try? startedCluster?.stop()

@@ -5,8 +5,9 @@ import TrackingCore
 /// The real Migrations/ and SQL/ files split into the statements a reader sees in them.
 ///
 /// The schema files follow one layout rule: every top-level statement starts at column 0 with
-/// CREATE, DROP or ALTER, and nothing else at column 0 does (function bodies put BEGIN/END/DECLARE
-/// and LANGUAGE lines there, never those three words). That gives an oracle independent of the splitter.
+/// CREATE, DROP, ALTER, INSERT, GRANT or DO, and nothing else at column 0 does (function bodies
+/// put BEGIN/END/DECLARE and LANGUAGE lines there, never those words). That gives an oracle
+/// independent of the splitter.
 @Suite("SQLScriptSplitter on the schema files")
 struct SchemaScriptSplitTests {
     static let packageRoot: URL = {
@@ -37,10 +38,12 @@ struct SchemaScriptSplitTests {
         return String(code.prefix { $0.isLetter }).uppercased()
     }
 
+    static let statementWords: Set<String> = ["CREATE", "DROP", "ALTER", "INSERT", "GRANT", "DO"]
+
     static func topLevelKeywords(_ script: String) -> [String] {
         script.split(separator: "\n", omittingEmptySubsequences: false).compactMap { line in
             let word = String(line.prefix { $0.isLetter })
-            return ["CREATE", "DROP", "ALTER"].contains(word) && line.dropFirst(word.count).first == " " ? word : nil
+            return Self.statementWords.contains(word) && line.dropFirst(word.count).first == " " ? word : nil
         }
     }
 
@@ -50,7 +53,7 @@ struct SchemaScriptSplitTests {
         #expect(Self.files.contains("SQL/030_positions_trigger.sql"))
     }
 
-    @Test("every file splits into one statement per top-level CREATE/DROP/ALTER line, in order", arguments: files)
+    @Test("every file splits into one statement per top-level statement line, in order", arguments: files)
     func matchesLayout(file: String) throws {
         let script = try Self.read(file)
         let statements = SQLScriptSplitter.split(script)

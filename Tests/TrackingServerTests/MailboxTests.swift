@@ -24,6 +24,7 @@ struct MailboxTests {
             switch signal {
             case .event(let delivery): seqs.append(delivery.seq)
             case .heartbeat: heartbeats += 1
+            case .recheck: Issue.record("no recheck was pushed")
             }
         }
         return (seqs, heartbeats)

@@ -22,7 +22,7 @@ struct PositionTriggerTests {
             _ = try await repository.insertPositions([older], device: setup.device)
 
             let latest = try #require(try await repository.latestPosition(device: setup.device.id, tenant: setup.tenant))
-            let object = try JSONSerialization.jsonObject(with: Data(latest.utf8)) as! [String: Any]
+            let object = try JSONSerialization.jsonObject(with: Data(latest.json.utf8)) as! [String: Any]
             #expect(object["latitude"] as? Double == 10)
             #expect(object["seq"] as? Int == 1)
 

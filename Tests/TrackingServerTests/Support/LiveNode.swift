@@ -29,9 +29,9 @@ struct LiveNode: Sendable {
         _ body: @Sendable (LiveNode) async throws -> Void
     ) async throws {
         let url = try await TestCluster.freshDatabase()
-        var configuration = ServerConfiguration(port: 0)
+        var configuration = ServerConfiguration(port: 0, bcryptCost: 4)
         configure(&configuration)
-        let (app, node) = try buildApplication(
+        let (app, node) = try await buildApplication(
             configuration: configuration,
             database: DatabaseConnectionSettings(url: url, maximumConnections: 10),
             logger: TestCluster.logger)

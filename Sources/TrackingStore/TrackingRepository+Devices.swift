@@ -1,0 +1,229 @@
+import Foundation
+import PostgresNIO
+import TrackingCore
+
+/// A device as authenticated by its API key.
+public struct DeviceIdentity: Sendable, Equatable {
+    public let id: UUID
+    public let tenant: TenantID
+    public let name: String
+    public let group: String
+    public let grade: Int
+
+    public var audience: EventAudience { EventAudience(device: id, group: group, grade: grade) }
+
+    public init(id: UUID, tenant: TenantID, name: String, group: String, grade: Int) {
+        self.id = id
+        self.tenant = tenant
+        self.name = name
+        self.group = group
+        self.grade = grade
+    }
+}
+
+/// A device as listed to an admin.
+public struct DeviceRecord: Sendable, Equatable, Encodable {
+    public let id: UUID
+    public let name: String
+    public let group: String
+    public let grade: Int
+    public let activeKeys: Int
+    public let createdAt: Date
+
+    public var audience: EventAudience { EventAudience(device: id, group: group, grade: grade) }
+
+    enum CodingKeys: String, CodingKey {
+        case id = "device_id", name, group, grade, activeKeys = "active_keys", createdAt = "created_at"
+    }
+}
+
+/// An API key as listed: never the key itself, only its prefix and state.
+public struct DeviceKeyRecord: Sendable, Equatable, Encodable {
+    public let id: UUID
+    public let prefix: String
+    public let createdAt: Date
+    public let revokedAt: Date?
+
+    enum CodingKeys: String, CodingKey { case id = "key_id", prefix, createdAt = "created_at", revokedAt = "revoked_at" }
+}
+
+/// What removing a device's marker did.
+public enum MarkerRemoval: Sendable, Equatable {
+    case removed(seq: Int64)
+    case noMarker
+    case noDevice
+}
+
+extension TrackingRepository {
+    // MARK: Devices
+
+    /// Creates a device and its first API key, which is returned once and stored hashed.
+    public func createDevice(tenant: TenantID, name: String, group: String, grade: Int) async throws -> (DeviceIdentity, apiKey: String) {
+        let key = DeviceAPIKey.generate()
+        do {
+            return try await withTenant(tenant) { connection in
+                let rows = try await connection.query("""
+                    INSERT INTO devices (tenant_id, name, group_name, grade)
+                    VALUES (\(tenant.rawValue), \(name), \(group), \(grade))
+                    RETURNING id
+                    """, logger: logger)
+                var created: UUID?
+                for try await id in rows.decode(UUID.self) { created = id }
+                guard let id = created else { throw APIError(status: 500, code: "internal", message: "device insert returned no id") }
+                try await insertKey(key, device: id, tenant: tenant, on: connection)
+                return (DeviceIdentity(id: id, tenant: tenant, name: name, group: group, grade: grade), key)
+            }
+        } catch let error as PSQLError where error.sqlState == "23503" || error.sqlState == "42501" {
+            // 42501: the tenant row is invisible, so the policy rejects the insert: it does not exist.
+            throw APIError.notFound("tenant \(tenant) does not exist; create it first with `pgtrack admin create-tenant`")
+        } catch let error as PSQLError where error.sqlState == "23514" {
+            throw APIError.invalid("name and group must be 1–200 / 1–100 characters and grade 0–1000: \(error.serverMessage)", field: nil, index: nil)
+        }
+    }
+
+    /// The tenant's devices (or just `only`), oldest first.
+    public func devices(tenant: TenantID, only: UUID? = nil) async throws -> [DeviceRecord] {
+        try await withTenant(tenant) { connection in
+            let rows = try await connection.query("""
+                SELECT d.id, d.name, d.group_name, d.grade, d.created_at,
+                       (SELECT count(*) FROM device_api_keys k WHERE k.device_id = d.id AND k.revoked_at IS NULL)::int
+                  FROM devices d
+                 WHERE d.tenant_id = \(tenant.rawValue) AND (\(only)::uuid IS NULL OR d.id = \(only))
+                 ORDER BY d.created_at, d.id
+                """, logger: logger)
+            var devices: [DeviceRecord] = []
+            for try await (id, name, group, grade, created, keys) in rows.decode((UUID, String, String, Int, Date, Int).self) {
+                devices.append(DeviceRecord(id: id, name: name, group: group, grade: grade, activeKeys: keys, createdAt: created))
+            }
+            return devices
+        }
+    }
+
+    public func device(_ id: UUID, tenant: TenantID) async throws -> DeviceRecord? {
+        try await devices(tenant: tenant, only: id).first
+    }
+
+    /// Deletes a device with its keys, marker and history; subscribers get `purged` first.
+    /// False when the tenant has no such device.
+    public func deleteDevice(_ id: UUID, tenant: TenantID) async throws -> Bool {
+        try await withTenant(tenant) { connection in
+            guard try await lockDevice(id, tenant: tenant, on: connection) else { return false }
+            try await connection.query("SELECT pgtrack_purge_device(\(tenant.rawValue), \(id))", logger: logger)
+            try await connection.query("DELETE FROM devices WHERE id = \(id) AND tenant_id = \(tenant.rawValue)", logger: logger)
+            return true
+        }
+    }
+
+    /// Removes the device's latest marker (history kept) and pushes `removed`.
+    public func removeMarker(device id: UUID, tenant: TenantID) async throws -> MarkerRemoval {
+        try await withTenant(tenant) { connection in
+            guard try await lockDevice(id, tenant: tenant, on: connection) else { return .noDevice }
+            let rows = try await connection.query("SELECT pgtrack_remove_marker(\(tenant.rawValue), \(id))", logger: logger)
+            for try await seq in rows.decode(Int64?.self) {
+                if let seq { return .removed(seq: seq) }
+            }
+            return .noMarker
+        }
+    }
+
+    /// Removes the device's marker and every stored position and pushes `purged`. Returns the
+    /// number of positions deleted, or nil when the tenant has no such device.
+    public func purgeDevice(_ id: UUID, tenant: TenantID) async throws -> Int64? {
+        try await withTenant(tenant) { connection in
+            guard try await lockDevice(id, tenant: tenant, on: connection) else { return nil }
+            let rows = try await connection.query("""
+                SELECT (payload->>'positions_deleted')::bigint FROM change_log
+                 WHERE tenant_id = \(tenant.rawValue) AND seq = pgtrack_purge_device(\(tenant.rawValue), \(id))
+                """, logger: logger)
+            for try await deleted in rows.decode(Int64.self) { return deleted }
+            return 0
+        }
+    }
+
+    /// Locks the device row for the rest of the transaction; false when it is not the tenant's.
+    private func lockDevice(_ id: UUID, tenant: TenantID, on connection: PostgresConnection) async throws -> Bool {
+        let rows = try await connection.query("""
+            SELECT 1 FROM devices WHERE id = \(id) AND tenant_id = \(tenant.rawValue) FOR UPDATE
+            """, logger: logger)
+        for try await _ in rows { return true }
+        return false
+    }
+
+    // MARK: API keys
+
+    /// The device a key belongs to, or nil for an unknown or revoked key. Looked up by the
+    /// key's SHA-256 (a unique index), then the stored hash is compared in constant time.
+    public func authenticateDevice(apiKey: String) async throws -> DeviceIdentity? {
+        guard DeviceAPIKey.looksValid(apiKey) else { return nil }
+        let hash = DeviceAPIKey.hash(apiKey)
+        let rows = try await client.query("""
+            SELECT k.key_hash, d.id, d.tenant_id, d.name, d.group_name, d.grade
+              FROM device_api_keys k JOIN devices d ON d.id = k.device_id
+             WHERE k.key_hash = \(ByteBuffer(bytes: hash)) AND k.revoked_at IS NULL
+            """, logger: logger)
+        for try await (stored, id, tenant, name, group, grade) in rows.decode((ByteBuffer, UUID, String, String, String, Int).self) {
+            guard DeviceAPIKey.constantTimeEqual(Array(buffer: stored), hash), let tenantID = TenantID(tenant) else { return nil }
+            return DeviceIdentity(id: id, tenant: tenantID, name: name, group: group, grade: grade)
+        }
+        return nil
+    }
+
+    /// Every key of a device, newest first; nil when the tenant has no such device.
+    public func keys(device id: UUID, tenant: TenantID) async throws -> [DeviceKeyRecord]? {
+        try await withTenant(tenant) { connection in
+            guard try await lockDevice(id, tenant: tenant, on: connection) else { return nil }
+            let rows = try await connection.query("""
+                SELECT id, key_prefix, created_at, revoked_at FROM device_api_keys
+                 WHERE device_id = \(id) AND tenant_id = \(tenant.rawValue) ORDER BY created_at DESC, id
+                """, logger: logger)
+            var keys: [DeviceKeyRecord] = []
+            for try await (keyID, prefix, created, revoked) in rows.decode((UUID, String, Date, Date?).self) {
+                keys.append(DeviceKeyRecord(id: keyID, prefix: prefix, createdAt: created, revokedAt: revoked))
+            }
+            return keys
+        }
+    }
+
+    /// Issues a new key for a device (rotation). With `revokeOthers` every older key stops
+    /// working in the same transaction. Nil when the tenant has no such device.
+    public func createKey(device id: UUID, tenant: TenantID, revokeOthers: Bool) async throws -> (DeviceKeyRecord, apiKey: String)? {
+        let key = DeviceAPIKey.generate()
+        return try await withTenant(tenant) { connection in
+            guard try await lockDevice(id, tenant: tenant, on: connection) else { return nil }
+            if revokeOthers {
+                try await connection.query("""
+                    UPDATE device_api_keys SET revoked_at = now()
+                     WHERE device_id = \(id) AND tenant_id = \(tenant.rawValue) AND revoked_at IS NULL
+                    """, logger: logger)
+            }
+            let record = try await insertKey(key, device: id, tenant: tenant, on: connection)
+            return (record, key)
+        }
+    }
+
+    /// Revokes one key. Nil when the tenant has no such device or key; false when it was already revoked.
+    public func revokeKey(_ keyID: UUID, device id: UUID, tenant: TenantID) async throws -> Bool? {
+        try await withTenant(tenant) { connection in
+            let rows = try await connection.query("""
+                UPDATE device_api_keys SET revoked_at = coalesce(revoked_at, now())
+                 WHERE id = \(keyID) AND device_id = \(id) AND tenant_id = \(tenant.rawValue)
+                RETURNING revoked_at = now()
+                """, logger: logger)
+            for try await changed in rows.decode(Bool.self) { return changed }
+            return nil
+        }
+    }
+
+    @discardableResult
+    private func insertKey(_ key: String, device id: UUID, tenant: TenantID, on connection: PostgresConnection) async throws -> DeviceKeyRecord {
+        let rows = try await connection.query("""
+            INSERT INTO device_api_keys (tenant_id, device_id, key_hash, key_prefix)
+            VALUES (\(tenant.rawValue), \(id), \(ByteBuffer(bytes: DeviceAPIKey.hash(key))), \(DeviceAPIKey.displayPrefix(key)))
+            RETURNING id, key_prefix, created_at
+            """, logger: logger)
+        for try await (keyID, prefix, created) in rows.decode((UUID, String, Date).self) {
+            return DeviceKeyRecord(id: keyID, prefix: prefix, createdAt: created, revokedAt: nil)
+        }
+        throw APIError(status: 500, code: "internal", message: "key insert returned no row")
+    }
+}
