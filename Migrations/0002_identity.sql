@@ -59,6 +59,11 @@ SELECT tenant_id, id, api_key_hash, 'pgt_…' FROM devices WHERE api_key_hash IS
 
 ALTER TABLE devices DROP COLUMN api_key_hash;
 
+-- A marker must name a device of its own tenant (0001 referenced the device id alone).
+ALTER TABLE latest_positions
+    DROP CONSTRAINT latest_positions_device_id_fkey,
+    ADD FOREIGN KEY (tenant_id, device_id) REFERENCES devices (tenant_id, id) ON DELETE CASCADE;
+
 -- Who may see an event: the device's group and grade when it was logged. NULL for events that
 -- are not about one device.
 ALTER TABLE change_log ADD COLUMN device_group text, ADD COLUMN device_grade integer;
@@ -80,11 +85,16 @@ BEGIN
 END
 $$;
 
+-- Grants name each tenant-owned table: no blanket or default privileges, so a daily partition
+-- of positions (which has no policy of its own) cannot be read around the parent's policy, and
+-- a table added by a later migration is unreachable until that migration grants it together
+-- with its policy.
 GRANT USAGE ON SCHEMA public TO pgtrack_tenant;
-GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO pgtrack_tenant;
-GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO pgtrack_tenant;
-ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO pgtrack_tenant;
-ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT USAGE, SELECT ON SEQUENCES TO pgtrack_tenant;
+GRANT SELECT, INSERT, UPDATE, DELETE
+   ON tenants, devices, device_api_keys, users, refresh_tokens, positions, latest_positions,
+      change_log, change_log_heads
+   TO pgtrack_tenant;
+GRANT USAGE ON SEQUENCE positions_id_seq TO pgtrack_tenant;
 
 -- The tenant of the current transaction, set by the service with set_config('pgtrack.tenant', …, true).
 -- Unset means no tenant: every policy below then matches nothing.

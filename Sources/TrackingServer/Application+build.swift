@@ -25,7 +25,7 @@ public func buildApplication(
     let repository = TrackingRepository(client: client, logger: logger)
     let hub = FanOutHub(mailboxCapacity: configuration.clientBufferSize,
                         heartbeatInterval: .seconds(configuration.heartbeatSeconds), logger: logger)
-    let listener = NotificationListener(settings: database, repository: repository, sink: hub, logger: logger)
+    let listener = NotificationListener(settings: database, repository: repository.asNode, sink: hub, logger: logger)
     hub.attach(listener)
 
     let snapshots = SnapshotCoalescer(repository: repository)

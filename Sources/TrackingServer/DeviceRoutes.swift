@@ -66,7 +66,7 @@ struct DeviceRoutes {
     @Sendable func list(request: Request, context: AppRequestContext) async throws -> Response {
         let principal = try await authenticator.authenticate(request)
         _ = try principal.requireUser(Set(Role.allCases), to: "list devices")
-        let (filter, _) = try await authenticator.visibility(of: principal)
+        let filter = authenticator.visibility(of: principal)
         let devices = try await repository.devices(tenant: principal.tenant).filter { filter.allows($0.audience) }
         return try encodedResponse(["devices": devices])
     }
@@ -74,7 +74,7 @@ struct DeviceRoutes {
     @Sendable func show(request: Request, context: AppRequestContext) async throws -> Response {
         let principal = try await authenticator.authenticate(request)
         _ = try principal.requireUser(Set(Role.allCases), to: "read devices")
-        let (filter, _) = try await authenticator.visibility(of: principal)
+        let filter = authenticator.visibility(of: principal)
         let id = try request.uuidParameter("id", context: context, resource: "device")
         guard let device = try await repository.device(id, tenant: principal.tenant), filter.allows(device.audience) else {
             throw APIError.notFound("No device \(id.uuidString.lowercased()).")
@@ -103,8 +103,7 @@ struct DeviceRoutes {
     @Sendable func createKey(request: Request, context: AppRequestContext) async throws -> Response {
         let admin = try await authenticator.authenticate(request).requireUser([.admin], to: "manage API keys")
         let id = try request.uuidParameter("id", context: context, resource: "device")
-        let hasBody = request.headers[.contentLength].map { $0 != "0" } ?? false
-        let keepExisting = hasBody ? (try await request.decodeJSON(NewKey.self).keepExisting ?? false) : false
+        let keepExisting = try await request.decodeOptionalJSON(NewKey.self)?.keepExisting ?? false
         guard let (record, key) = try await repository.createKey(device: id, tenant: admin.tenant, revokeOthers: !keepExisting) else {
             throw APIError.notFound("No device \(id.uuidString.lowercased()).")
         }

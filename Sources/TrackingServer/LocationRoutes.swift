@@ -33,7 +33,7 @@ struct LocationRoutes {
     /// The latest position of a device the caller may see; any other answers 404 like a missing one.
     @Sendable func latestPosition(request: Request, context: AppRequestContext) async throws -> Response {
         let principal = try await authenticator.authenticate(request)
-        let (filter, _) = try await authenticator.visibility(of: principal)
+        let filter = authenticator.visibility(of: principal)
         let idText = context.parameters.get("id") ?? ""
         guard let id = UUID(uuidString: idText),
               let (audience, json) = try await repository.latestPosition(device: id, tenant: principal.tenant),
@@ -53,6 +53,7 @@ struct LocationRoutes {
                 throw APIError.forbidden("Only devices and drivers post positions; you are \(user.role.rawValue).")
             }
             guard let id = user.deviceID, let device = try await repository.device(id, tenant: user.tenant) else {
+                // deviceID is read from the users row on this request, so an unlinked driver stops here.
                 throw APIError.forbidden("No device is linked to this driver; an admin links one with device_id.")
             }
             return DeviceIdentity(id: device.id, tenant: user.tenant, name: device.name, group: device.group, grade: device.grade)

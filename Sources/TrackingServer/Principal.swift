@@ -4,18 +4,18 @@ import Hummingbird
 import TrackingCore
 import TrackingStore
 
-/// A user as an access token names them.
-public struct AuthenticatedUser: Sendable, Equatable {
-    public let id: UUID
-    public let tenant: TenantID
-    public let role: Role
-    public let deviceID: UUID?
+/// Who an access token names: a user id in a tenant. Role, device and scope are read from the
+/// users row on every request, so a deleted user or a changed role takes effect at once rather
+/// than when the token expires.
+struct TokenSubject: Sendable, Equatable {
+    let id: UUID
+    let tenant: TenantID
 }
 
-/// Who is calling: a device (by API key) or a user (by access token).
+/// Who is calling: a device (by API key) or a user (by access token), as stored now.
 enum Principal: Sendable {
     case device(DeviceIdentity)
-    case user(AuthenticatedUser)
+    case user(UserRecord)
 
     var tenant: TenantID {
         switch self {
@@ -25,7 +25,7 @@ enum Principal: Sendable {
     }
 
     /// The user, if the caller is one with one of `roles`; otherwise 403 (or 401 for a device).
-    func requireUser(_ roles: Set<Role>, to action: String) throws -> AuthenticatedUser {
+    func requireUser(_ roles: Set<Role>, to action: String) throws -> UserRecord {
         guard case .user(let user) = self else {
             throw APIError.forbidden("A device API key cannot \(action); sign in as a user (Authorization: Bearer <token>).")
         }
@@ -49,18 +49,26 @@ struct Authenticator: Sendable {
             guard parts.count == 2, parts[0].lowercased() == "bearer" else {
                 throw APIError.unauthorized("The Authorization header must be 'Bearer <access token>'.")
             }
-            return .user(try await tokens.verify(String(parts[1]).trimmingCharacters(in: .whitespaces)))
+            return .user(try await user(String(parts[1]).trimmingCharacters(in: .whitespaces)))
         }
         if let key = request.headers[.apiKey] {
             return .device(try await device(key))
         }
         if allowQueryCredentials {
-            if let token = request.uri.queryParameters.get("access_token") { return .user(try await tokens.verify(token)) }
+            if let token = request.uri.queryParameters.get("access_token") { return .user(try await user(token)) }
             if let key = request.uri.queryParameters.get("api_key") { return .device(try await device(key)) }
         }
         throw APIError.unauthorized(allowQueryCredentials
             ? "Missing credentials: send Authorization: Bearer <token> or X-API-Key (or ?access_token= / ?api_key= for EventSource)."
             : "Missing credentials: send Authorization: Bearer <token> (users) or X-API-Key (devices).")
+    }
+
+    private func user(_ token: String) async throws -> UserRecord {
+        let subject = try await tokens.verify(token)
+        guard let user = try await repository.user(subject.id, tenant: subject.tenant) else {
+            throw APIError.unauthorized("This user no longer exists.")
+        }
+        return user
     }
 
     private func device(_ key: String) async throws -> DeviceIdentity {
@@ -70,17 +78,11 @@ struct Authenticator: Sendable {
         return device
     }
 
-    /// What `principal` may see, read fresh for users (their scope can change at any time).
-    /// A user deleted since their token was issued is 401.
-    func visibility(of principal: Principal) async throws -> (filter: StreamFilter, user: UserRecord?) {
+    /// What `principal` may see.
+    func visibility(of principal: Principal) -> StreamFilter {
         switch principal {
-        case .device(let device):
-            return (.group(device.group), nil)
-        case .user(let user):
-            guard let record = try await repository.user(user.id, tenant: user.tenant) else {
-                throw APIError.unauthorized("This user no longer exists.")
-            }
-            return (StreamFilter.forUser(role: record.role, scope: record.scope, device: record.deviceID), record)
+        case .device(let device): return .group(device.group)
+        case .user(let user): return StreamFilter.forUser(role: user.role, scope: user.scope, device: user.deviceID)
         }
     }
 }

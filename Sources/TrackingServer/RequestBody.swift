@@ -6,13 +6,23 @@ import TrackingCore
 extension Request {
     /// The body decoded as `T`; 413 over `limit` bytes, 400 when not JSON, 422 naming the bad field.
     func decodeJSON<T: Decodable>(_ type: T.Type, limit: Int = 64 << 10) async throws -> T {
-        let bytes: ByteBuffer
+        try JSONBody.decode(T.self, from: try await collectBody(limit: limit).readableBytesView)
+    }
+
+    /// Like `decodeJSON`, but an empty body (however it was framed: no body, Content-Length 0,
+    /// or an empty chunked one) is nil.
+    func decodeOptionalJSON<T: Decodable>(_ type: T.Type, limit: Int = 64 << 10) async throws -> T? {
+        let bytes = try await collectBody(limit: limit)
+        guard bytes.readableBytesView.contains(where: { !($0 == 0x20 || $0 == 0x0A || $0 == 0x0D || $0 == 0x09) }) else { return nil }
+        return try JSONBody.decode(T.self, from: bytes.readableBytesView)
+    }
+
+    private func collectBody(limit: Int) async throws -> ByteBuffer {
         do {
-            bytes = try await body.collect(upTo: limit)
+            return try await body.collect(upTo: limit)
         } catch is NIOTooManyBytesError {
             throw APIError(status: 413, code: "payload_too_large", message: "The body is larger than \(limit) bytes.")
         }
-        return try JSONBody.decode(T.self, from: bytes.readableBytesView)
     }
 
     /// A path parameter that must be a UUID; anything else is 404, like a missing resource.

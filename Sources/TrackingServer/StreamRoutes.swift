@@ -1,3 +1,4 @@
+import Foundation
 import HTTPTypes
 import Hummingbird
 import Logging
@@ -42,8 +43,7 @@ struct StreamRoutes {
         let start: StreamStart
         let viewer: StreamViewer
         do {
-            let (filter, user) = try await authenticator.visibility(of: principal)
-            viewer = StreamViewer(filter: filter, user: user?.id)
+            viewer = try await currentViewer(principal)
             guard let bounds = try await repository.logBounds(tenant: topic.tenant) else {
                 throw APIError.notFound("\(topic) does not exist")
             }
@@ -70,6 +70,20 @@ struct StreamRoutes {
                 guard let subscription = lease.take() else { return }
                 try await session.run(subscription: subscription, liveSince: liveSince, viewer: viewer, request: request, writer: &writer)
             })
+    }
+}
+
+extension StreamRoutes {
+    /// What the caller may see as stored now. Read after the user's topic is live, so any later
+    /// change rings the session; the copy authentication read may already be stale.
+    func currentViewer(_ principal: Principal) async throws -> StreamViewer {
+        guard case .user(let user) = principal else {
+            return StreamViewer(filter: authenticator.visibility(of: principal), user: nil)
+        }
+        guard let current = try await repository.user(user.id, tenant: user.tenant) else {
+            throw APIError.unauthorized("This user no longer exists.")
+        }
+        return StreamViewer(filter: authenticator.visibility(of: .user(current)), user: user.id)
     }
 }
 

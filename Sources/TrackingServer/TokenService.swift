@@ -3,8 +3,8 @@ import JWTKit
 import TrackingCore
 import TrackingStore
 
-/// The claims of an access token: who, in which tenant, with which role (and the driver's
-/// device, so posting a position needs no database lookup).
+/// The claims of an access token: who, in which tenant. Role and device are included for
+/// clients to read; the server trusts only the users row (see `Authenticator`).
 struct AccessClaims: JWTPayload {
     var sub: SubjectClaim
     var tid: String
@@ -43,7 +43,7 @@ public struct TokenService: Sendable {
 
     /// The user a token names, or 401. Only HS256 is accepted: a token claiming `none` or any
     /// other algorithm is refused before its signature is looked at.
-    func verify(_ token: String) async throws -> AuthenticatedUser {
+    func verify(_ token: String) async throws -> TokenSubject {
         guard Self.headerAlgorithm(of: token) == "HS256" else {
             throw APIError.unauthorized("Invalid access token: only HS256 tokens issued by this server are accepted.")
         }
@@ -55,10 +55,10 @@ public struct TokenService: Sendable {
         } catch {
             throw APIError.unauthorized("Invalid access token.")
         }
-        guard let id = UUID(uuidString: claims.sub.value), let tenant = TenantID(claims.tid), let role = Role(rawValue: claims.role) else {
+        guard let id = UUID(uuidString: claims.sub.value), let tenant = TenantID(claims.tid) else {
             throw APIError.unauthorized("Invalid access token.")
         }
-        return AuthenticatedUser(id: id, tenant: tenant, role: role, deviceID: claims.dev.flatMap(UUID.init(uuidString:)))
+        return TokenSubject(id: id, tenant: tenant)
     }
 
     static func headerAlgorithm(of token: String) -> String? {

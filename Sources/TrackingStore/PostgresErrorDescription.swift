@@ -12,6 +12,8 @@ extension PSQLError {
     }
 
     var sqlState: String? { serverInfo?[.sqlState] }
+    /// The constraint a violation names, to tell which foreign key failed.
+    var constraint: String? { serverInfo?[.constraintName] }
 }
 
 /// A readable description of any error thrown by PostgresNIO.

@@ -35,6 +35,17 @@ public struct DeviceRecord: Sendable, Equatable, Encodable {
     enum CodingKeys: String, CodingKey {
         case id = "device_id", name, group, grade, activeKeys = "active_keys", createdAt = "created_at"
     }
+
+    /// Ids in lowercase, as in every event and position.
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(id.uuidString.lowercased(), forKey: .id)
+        try container.encode(name, forKey: .name)
+        try container.encode(group, forKey: .group)
+        try container.encode(grade, forKey: .grade)
+        try container.encode(activeKeys, forKey: .activeKeys)
+        try container.encode(createdAt, forKey: .createdAt)
+    }
 }
 
 /// An API key as listed: never the key itself, only its prefix and state.
@@ -45,6 +56,15 @@ public struct DeviceKeyRecord: Sendable, Equatable, Encodable {
     public let revokedAt: Date?
 
     enum CodingKeys: String, CodingKey { case id = "key_id", prefix, createdAt = "created_at", revokedAt = "revoked_at" }
+
+    /// Ids in lowercase; `revoked_at` is null while the key is active.
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(id.uuidString.lowercased(), forKey: .id)
+        try container.encode(prefix, forKey: .prefix)
+        try container.encode(createdAt, forKey: .createdAt)
+        try container.encode(revokedAt, forKey: .revokedAt)
+    }
 }
 
 /// What removing a device's marker did.
@@ -119,10 +139,9 @@ extension TrackingRepository {
         try await withTenant(tenant) { connection in
             guard try await lockDevice(id, tenant: tenant, on: connection) else { return .noDevice }
             let rows = try await connection.query("SELECT pgtrack_remove_marker(\(tenant.rawValue), \(id))", logger: logger)
-            for try await seq in rows.decode(Int64?.self) {
-                if let seq { return .removed(seq: seq) }
-            }
-            return .noMarker
+            var removed: Int64?
+            for try await seq in rows.decode(Int64?.self) { removed = removed ?? seq }
+            return removed.map { .removed(seq: $0) } ?? .noMarker
         }
     }
 
@@ -131,12 +150,17 @@ extension TrackingRepository {
     public func purgeDevice(_ id: UUID, tenant: TenantID) async throws -> Int64? {
         try await withTenant(tenant) { connection in
             guard try await lockDevice(id, tenant: tenant, on: connection) else { return nil }
+            var seq: Int64?
+            for try await logged in try await connection.query(
+                "SELECT pgtrack_purge_device(\(tenant.rawValue), \(id))", logger: logger).decode(Int64.self) { seq = logged }
             let rows = try await connection.query("""
                 SELECT (payload->>'positions_deleted')::bigint FROM change_log
-                 WHERE tenant_id = \(tenant.rawValue) AND seq = pgtrack_purge_device(\(tenant.rawValue), \(id))
+                 WHERE tenant_id = \(tenant.rawValue) AND seq = \(seq)
                 """, logger: logger)
-            for try await deleted in rows.decode(Int64.self) { return deleted }
-            return 0
+            var deleted: Int64?
+            for try await count in rows.decode(Int64.self) { deleted = count }
+            if let deleted { return deleted }
+            throw APIError(status: 500, code: "internal", message: "the purge logged no event")
         }
     }
 
@@ -145,8 +169,9 @@ extension TrackingRepository {
         let rows = try await connection.query("""
             SELECT 1 FROM devices WHERE id = \(id) AND tenant_id = \(tenant.rawValue) FOR UPDATE
             """, logger: logger)
-        for try await _ in rows { return true }
-        return false
+        var found = false
+        for try await _ in rows { found = true }
+        return found
     }
 
     // MARK: API keys
@@ -209,8 +234,9 @@ extension TrackingRepository {
                  WHERE id = \(keyID) AND device_id = \(id) AND tenant_id = \(tenant.rawValue)
                 RETURNING revoked_at = now()
                 """, logger: logger)
-            for try await changed in rows.decode(Bool.self) { return changed }
-            return nil
+            var changed: Bool?
+            for try await wasActive in rows.decode(Bool.self) { changed = wasActive }
+            return changed
         }
     }
 

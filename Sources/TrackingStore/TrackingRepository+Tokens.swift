@@ -101,9 +101,4 @@ extension TrackingRepository {
                     now() + make_interval(secs => \(seconds)))
             """, logger: logger)
     }
-
-    private func user(_ id: UUID, tenant: TenantID, on connection: PostgresConnection) async throws -> UserRecord? {
-        try await users("SELECT \(unescaped: Self.userColumns) FROM users WHERE id = \(id) AND tenant_id = \(tenant.rawValue)",
-                        on: connection).first
-    }
 }

@@ -81,9 +81,10 @@ extension TrackingRepository {
             }
         } catch let error as PSQLError where error.sqlState == "23505" {
             throw APIError(status: 409, code: "conflict", message: "a user with email \(user.email) already exists in this tenant")
-        } catch let error as PSQLError where error.sqlState == "23503" {
+        } catch let error as PSQLError where error.sqlState == "23503" && error.constraint?.contains("device") == true {
             throw APIError.invalid("device_id is not a device of this tenant", field: "device_id", index: nil)
-        } catch let error as PSQLError where error.sqlState == "42501" {
+        } catch let error as PSQLError where error.sqlState == "23503" || error.sqlState == "42501" {
+            // The tenant row is missing (or invisible to this tenant's policy): it does not exist.
             throw APIError.notFound("tenant \(tenant) does not exist; create it first with `pgtrack admin create-tenant`")
         }
     }
@@ -95,18 +96,21 @@ extension TrackingRepository {
                 SELECT \(unescaped: Self.userColumns), password_hash FROM users
                  WHERE tenant_id = \(tenant.rawValue) AND email = \(email)
                 """, logger: logger)
+            var found: (UserRecord, passwordHash: String)?
             for try await (id, t, e, n, r, d, s, v, c, hash) in rows.decode((UUID, String, String, String, String, UUID?, String?, Int64, Date, String).self) {
-                return (try Self.record((id, t, e, n, r, d, s, v, c)), hash)
+                found = (try Self.record((id, t, e, n, r, d, s, v, c)), hash)
             }
-            return nil
+            return found
         }
     }
 
     public func user(_ id: UUID, tenant: TenantID) async throws -> UserRecord? {
-        try await withTenant(tenant) { connection in
-            try await users("SELECT \(unescaped: Self.userColumns) FROM users WHERE id = \(id) AND tenant_id = \(tenant.rawValue)",
-                            on: connection).first
-        }
+        try await withTenant(tenant) { connection in try await user(id, tenant: tenant, on: connection) }
+    }
+
+    func user(_ id: UUID, tenant: TenantID, on connection: PostgresConnection) async throws -> UserRecord? {
+        try await users("SELECT \(unescaped: Self.userColumns) FROM users WHERE id = \(id) AND tenant_id = \(tenant.rawValue)",
+                        on: connection).first
     }
 
     public func users(tenant: TenantID) async throws -> [UserRecord] {
@@ -133,8 +137,9 @@ extension TrackingRepository {
         try await withTenant(tenant) { connection in
             let rows = try await connection.query("DELETE FROM users WHERE id = \(id) AND tenant_id = \(tenant.rawValue) RETURNING 1",
                                                   logger: logger)
-            for try await _ in rows { return true }
-            return false
+            var deleted = false
+            for try await _ in rows { deleted = true }
+            return deleted
         }
     }
 }

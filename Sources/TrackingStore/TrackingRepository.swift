@@ -47,18 +47,34 @@ public struct LogBounds: Sendable, Equatable {
 /// `pgtrack_tenant` role and sets the tenant, so row-level security hides every other tenant's
 /// rows even from a query that forgot its tenant filter. Only lookups that discover the tenant
 /// (an API key or a refresh token) and node-wide work (partitions, health) run without it.
+///
+/// Inside a transaction every result is read to its end before the next statement: a row stream
+/// left half-read would hold the connection that the next statement (or COMMIT) needs.
 public struct TrackingRepository: Sendable {
     public let client: PostgresClient
     let logger: Logger
+    /// False for the node's own readers (the notification listener): they read the change log of
+    /// the tenant they name, on the hot path of every push, in one round trip instead of a
+    /// four-statement transaction. Everything a request triggers runs with it on.
+    let rowLevelSecurity: Bool
 
-    public init(client: PostgresClient, logger: Logger) {
+    public init(client: PostgresClient, logger: Logger, rowLevelSecurity: Bool = true) {
         self.client = client
         self.logger = logger
+        self.rowLevelSecurity = rowLevelSecurity
+    }
+
+    /// The same repository for node-internal readers, without the per-transaction tenant role.
+    public var asNode: TrackingRepository {
+        TrackingRepository(client: client, logger: logger, rowLevelSecurity: false)
     }
 
     /// Runs `body` in a transaction restricted to `tenant` by row-level security.
     func withTenant<T: Sendable>(_ tenant: TenantID, _ body: (PostgresConnection) async throws -> T) async throws -> T {
-        try await transaction { connection in
+        guard rowLevelSecurity else {
+            return try await client.withConnection { connection in try await body(connection) }
+        }
+        return try await transaction { connection in
             try await connection.query("""
                 SELECT set_config('role', 'pgtrack_tenant', true), set_config('pgtrack.tenant', \(tenant.rawValue), true)
                 """, logger: logger)
@@ -148,10 +164,11 @@ public struct TrackingRepository: Sendable {
                   FROM latest_positions lp JOIN devices d ON d.id = lp.device_id
                  WHERE lp.device_id = \(device) AND lp.tenant_id = \(tenant.rawValue)
                 """, logger: logger)
+            var found: (audience: EventAudience, json: String)?
             for try await (group, grade, json) in rows.decode((String, Int, String).self) {
-                return (EventAudience(device: device, group: group, grade: grade), json)
+                found = (EventAudience(device: device, group: group, grade: grade), json)
             }
-            return nil
+            return found
         }
     }
 
@@ -219,10 +236,11 @@ public struct TrackingRepository: Sendable {
             let rows = try await connection.query("""
                 SELECT pruned_through, last_seq FROM change_log_heads WHERE tenant_id = \(tenant.rawValue)
                 """, logger: logger)
+            var bounds: LogBounds?
             for try await (pruned, last) in rows.decode((Int64, Int64).self) {
-                return LogBounds(prunedThrough: pruned, lastSeq: last)
+                bounds = LogBounds(prunedThrough: pruned, lastSeq: last)
             }
-            return nil
+            return bounds
         }
     }
 

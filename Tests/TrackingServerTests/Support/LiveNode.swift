@@ -57,9 +57,11 @@ struct LiveNode: Sendable {
     // MARK: Streams
 
     /// Opens an SSE stream on `path`; headers and query are passed as given.
-    func stream(_ path: String, apiKey: String? = nil, lastEventID: String? = nil, keepAlive: Bool = false) async throws -> SSEStream {
+    func stream(_ path: String, apiKey: String? = nil, bearer: String? = nil, lastEventID: String? = nil,
+                keepAlive: Bool = false) async throws -> SSEStream {
         var headers: [(String, String)] = []
         if let apiKey { headers.append(("X-API-Key", apiKey)) }
+        if let bearer { headers.append(("Authorization", "Bearer \(bearer)")) }
         if let lastEventID { headers.append(("Last-Event-ID", lastEventID)) }
         let stream = try await SSEStream.open(http, url: base + path, headers: headers, keepAlive: keepAlive)
         streams.add(stream)
@@ -88,10 +90,13 @@ struct LiveNode: Sendable {
         }
     }
 
-    func request(_ method: HTTPMethod, _ path: String, apiKey: String? = nil, body: ByteBuffer? = nil) async throws -> Reply {
+    func request(_ method: HTTPMethod, _ path: String, apiKey: String? = nil, bearer: String? = nil, body: ByteBuffer? = nil,
+                 headers: [(String, String)] = []) async throws -> Reply {
         var request = HTTPClientRequest(url: base + path)
         request.method = method
         if let apiKey { request.headers.add(name: "X-API-Key", value: apiKey) }
+        if let bearer { request.headers.add(name: "Authorization", value: "Bearer \(bearer)") }
+        for (name, value) in headers { request.headers.add(name: name, value: value) }
         if let body {
             request.headers.add(name: "Content-Type", value: "application/json")
             request.body = .bytes(body)
@@ -101,12 +106,40 @@ struct LiveNode: Sendable {
         return Reply(status: Int(response.status.code), body: String(buffer: bytes))
     }
 
-    func get(_ path: String, apiKey: String? = nil) async throws -> Reply {
-        try await request(.GET, path, apiKey: apiKey)
+    func get(_ path: String, apiKey: String? = nil, bearer: String? = nil) async throws -> Reply {
+        try await request(.GET, path, apiKey: apiKey, bearer: bearer)
     }
 
-    func post(_ path: String, apiKey: String?, json: String) async throws -> Reply {
-        try await request(.POST, path, apiKey: apiKey, body: ByteBuffer(string: json))
+    func post(_ path: String, apiKey: String? = nil, bearer: String? = nil, json: String) async throws -> Reply {
+        try await request(.POST, path, apiKey: apiKey, bearer: bearer, body: ByteBuffer(string: json))
+    }
+
+    func put(_ path: String, bearer: String?, json: String) async throws -> Reply {
+        try await request(.PUT, path, bearer: bearer, body: ByteBuffer(string: json))
+    }
+
+    func delete(_ path: String, apiKey: String? = nil, bearer: String? = nil) async throws -> Reply {
+        try await request(.DELETE, path, apiKey: apiKey, bearer: bearer)
+    }
+
+    // MARK: Users
+
+    /// Creates a user in `tenant` (through the same registration as the API) and logs them in.
+    func user(_ role: Role, in tenant: TenantID, email: String? = nil, device: UUID? = nil,
+              scope: VisibilityScope? = nil) async throws -> TestUser {
+        let email = email ?? "\(role.rawValue)-\(UUID().uuidString.prefix(8).lowercased())@example.com"
+        let password = "correct horse battery"
+        let record = try await node.registration.register(
+            UserInput(email: email, name: role.rawValue.capitalized, password: password, role: role.rawValue,
+                      deviceID: device, scope: scope?.json),
+            tenant: tenant)
+        let login = try await post("/api/v1/auth/login",
+                                   json: #"{"tenant":"\#(tenant.rawValue)","email":"\#(email)","password":"\#(password)"}"#)
+        guard login.status == 200, let object = try? login.object(), let access = object["access_token"] as? String,
+              let refresh = object["refresh_token"] as? String else {
+            throw SSEClientError(description: "login of \(email) answered \(login.status): \(login.body.prefix(300))")
+        }
+        return TestUser(record: record, email: email, password: password, accessToken: access, refreshToken: refresh)
     }
 
     /// Posts positions and requires `202 {"accepted": n}`.
@@ -129,6 +162,17 @@ struct LiveNode: Sendable {
             try await Task.sleep(for: .milliseconds(50))
         }
     }
+}
+
+/// A user created and logged in by a test.
+struct TestUser: Sendable {
+    let record: UserRecord
+    let email: String
+    let password: String
+    let accessToken: String
+    let refreshToken: String
+
+    var id: UUID { record.id }
 }
 
 /// Streams a test opened, so they are closed even when the test fails.

@@ -11,7 +11,7 @@ enum ListenerHarness {
     static func make(_ url: DatabaseURL, client: PostgresClient, sink: CollectingSink) -> NotificationListener {
         NotificationListener(
             settings: DatabaseConnectionSettings(url: url),
-            repository: TrackingRepository(client: client, logger: TestCluster.logger),
+            repository: TrackingRepository(client: client, logger: TestCluster.logger).asNode,
             sink: sink, logger: TestCluster.logger, pingInterval: .seconds(2))
     }
 
