@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import PostgresNIO
 import ServiceLifecycle
+import Synchronization
 import TrackingCore
 
 /// Receives the events of every topic this node listens to, in seq order per topic.
@@ -218,9 +219,7 @@ public actor NotificationListener: Service {
         var backoff = Duration.milliseconds(100)
         while !(Task.isCancelled || Task.isShuttingDownGracefully) {
             do {
-                let connection = try await PostgresConnection.connect(
-                    configuration: try settings.connectionConfiguration(applicationName: "pgtrack-listener"),
-                    id: generation + 1, logger: logger)
+                let connection = try await connect()
                 connected(connection)
                 let since = ContinuousClock.now
                 defer {
@@ -246,6 +245,30 @@ public actor NotificationListener: Service {
         for (_, state) in remaining {
             state.consumer?.cancel()
             for waiter in state.waiters.values { waiter.resume(throwing: APIError.unavailable("the server is shutting down")) }
+        }
+    }
+
+    /// Opens the listening connection, giving up after 15 s (a connect that hangs would stall the
+    /// supervisor, and with it shutdown). A connection that arrives after that is closed.
+    private func connect() async throws -> PostgresConnection {
+        let configuration = try settings.connectionConfiguration(applicationName: "pgtrack-listener")
+        let (id, logger) = (generation + 1, self.logger)
+        let opened = Mutex<PostgresConnection?>(nil)
+        let abandoned = Mutex(false)
+        do {
+            return try await withDeadline(.seconds(15), "connecting the listener") {
+                let connection = try await PostgresConnection.connect(configuration: configuration, id: id, logger: logger)
+                let late = abandoned.withLock { gaveUp in
+                    if !gaveUp { opened.withLock { $0 = connection } }
+                    return gaveUp
+                }
+                if late { connection.close().whenComplete { _ in } }
+                return connection
+            }
+        } catch {
+            abandoned.withLock { $0 = true }
+            opened.withLock { $0 }?.close().whenComplete { _ in }
+            throw error
         }
     }
 
@@ -280,19 +303,21 @@ public actor NotificationListener: Service {
                     group.addTask { try await connection.closeFuture.get() }
                     group.addTask {
                         // A half-open TCP connection never errors by itself: a ping that gets no
-                        // answer within the interval counts as a dead connection.
+                        // answer within the interval counts as a dead connection. The ping is not
+                        // awaited past its deadline: a query sent as the socket closes may never
+                        // complete, and waiting for it would keep run() from ever returning.
                         while true {
                             try await Task.sleep(for: interval)
-                            try await withThrowingTaskGroup(of: Bool.self) { ping in
-                                ping.addTask { try await connection.query("SELECT 1", logger: logger); return true }
-                                ping.addTask { try await Task.sleep(for: interval); return false }
-                                let answered = try await ping.next() ?? false
-                                if !answered {
-                                    // Closing fails the stuck query, so this group can finish.
-                                    connection.close().whenComplete { _ in }
-                                    throw PingTimeout()
+                            do {
+                                try await withDeadline(interval, "the listener ping") {
+                                    _ = try await connection.query("SELECT 1", logger: logger)
                                 }
-                                ping.cancelAll()
+                            } catch is CancellationError {
+                                throw CancellationError()
+                            } catch {
+                                // Closing fails anything still pending on the connection.
+                                connection.close().whenComplete { _ in }
+                                throw PingTimeout()
                             }
                         }
                     }
