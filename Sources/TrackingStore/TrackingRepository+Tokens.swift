@@ -54,9 +54,7 @@ extension TrackingRepository {
                 return reused ? .reused : .invalid
             }
             guard let tenant = TenantID(tenantText) else { return .invalid }
-            try await connection.query("""
-                SELECT set_config('role', 'pgtrack_tenant', true), set_config('pgtrack.tenant', \(tenant.rawValue), true)
-                """, logger: logger)
+            try await assumeTenant(tenant, on: connection)
             guard let user = try await self.user(userID, tenant: tenant, on: connection) else { return .invalid }
             let next = RefreshToken.generate()
             try await insertRefreshToken(next, family: family, user: user, lifetime: lifetime, on: connection)

@@ -75,11 +75,17 @@ public struct TrackingRepository: Sendable {
             return try await client.withConnection { connection in try await body(connection) }
         }
         return try await transaction { connection in
-            try await connection.query("""
-                SELECT set_config('role', 'pgtrack_tenant', true), set_config('pgtrack.tenant', \(tenant.rawValue), true)
-                """, logger: logger)
+            try await assumeTenant(tenant, on: connection)
             return try await body(connection)
         }
+    }
+
+    /// Restricts the rest of the current transaction to `tenant`: the role that row-level
+    /// security binds, and the tenant its policies compare with. Both end with the transaction.
+    func assumeTenant(_ tenant: TenantID, on connection: PostgresConnection) async throws {
+        try await connection.query("""
+            SELECT set_config('role', 'pgtrack_tenant', true), set_config('pgtrack.tenant', \(tenant.rawValue), true)
+            """, logger: logger)
     }
 
     /// A transaction whose failure is the error that caused it (a PSQLError the caller can map
