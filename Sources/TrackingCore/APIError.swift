@@ -1,6 +1,6 @@
 import Foundation
 
-/// The error every endpoint answers with: `{"error": {"code", "message", "field"?, "index"?}}`.
+/// The error every endpoint answers with: `{"error": {"code", "message", "field"?, "index"?, "current_status"?}}`.
 /// `status` is the HTTP status code; the server maps it, Core stays free of HTTP types.
 public struct APIError: Error, Sendable, Equatable, Encodable {
     public let status: Int
@@ -10,13 +10,16 @@ public struct APIError: Error, Sendable, Equatable, Encodable {
     public let field: String?
     /// Position of the offending element in an array body.
     public let index: Int?
+    /// For a refused state change (409): the state it was refused from.
+    public let currentStatus: String?
 
-    public init(status: Int, code: String, message: String, field: String? = nil, index: Int? = nil) {
+    public init(status: Int, code: String, message: String, field: String? = nil, index: Int? = nil, currentStatus: String? = nil) {
         self.status = status
         self.code = code
         self.message = message
         self.field = field
         self.index = index
+        self.currentStatus = currentStatus
     }
 
     public static func badRequest(_ message: String, code: String = "bad_request") -> APIError {
@@ -34,13 +37,16 @@ public struct APIError: Error, Sendable, Equatable, Encodable {
     public static func invalid(_ message: String, field: String?, index: Int?) -> APIError {
         APIError(status: 422, code: "validation_failed", message: message, field: field, index: index)
     }
+    public static func conflict(_ message: String, currentStatus: String? = nil, index: Int? = nil) -> APIError {
+        APIError(status: 409, code: "conflict", message: message, index: index, currentStatus: currentStatus)
+    }
     public static func unavailable(_ message: String) -> APIError {
         APIError(status: 503, code: "unavailable", message: message)
     }
 
     struct Envelope: Encodable { let error: APIError }
 
-    enum CodingKeys: String, CodingKey { case code, message, field, index }
+    enum CodingKeys: String, CodingKey { case code, message, field, index, currentStatus = "current_status" }
 
     public func encode(to encoder: any Encoder) throws {
         var container = encoder.container(keyedBy: CodingKeys.self)
@@ -48,6 +54,7 @@ public struct APIError: Error, Sendable, Equatable, Encodable {
         try container.encode(message, forKey: .message)
         try container.encodeIfPresent(field, forKey: .field)
         try container.encodeIfPresent(index, forKey: .index)
+        try container.encodeIfPresent(currentStatus, forKey: .currentStatus)
     }
 
     /// The JSON body of this error.

@@ -17,7 +17,7 @@ extension Request {
         return try JSONBody.decode(T.self, from: bytes.readableBytesView)
     }
 
-    private func collectBody(limit: Int) async throws -> ByteBuffer {
+    func collectBody(limit: Int) async throws -> ByteBuffer {
         do {
             return try await body.collect(upTo: limit)
         } catch is NIOTooManyBytesError {

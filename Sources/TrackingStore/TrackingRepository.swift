@@ -115,6 +115,14 @@ public struct TrackingRepository: Sendable {
     /// Inserts a batch for one device in one statement (so one transaction and one trigger run).
     /// The trigger logs, upserts latest_positions and notifies. Returns the number stored.
     public func insertPositions(_ positions: [ValidatedPosition], device: DeviceIdentity) async throws -> Int {
+        try await withTenant(device.tenant) { connection in
+            try await insertPositions(positions, device: device.id, tenant: device.tenant, on: connection)
+        }
+        return positions.count
+    }
+
+    /// The insert itself, in the caller's transaction; database refusals become 4xx errors.
+    func insertPositions(_ positions: [ValidatedPosition], device: UUID, tenant: TenantID, on connection: PostgresConnection) async throws {
         let rows = positions.map { position -> [String: JSONValue] in
             var row: [String: JSONValue] = [
                 "lat": .number(position.latitude), "lon": .number(position.longitude),
@@ -131,11 +139,10 @@ public struct TrackingRepository: Sendable {
         }
         let json = String(decoding: try JSONEncoder().encode(rows), as: UTF8.self)
         do {
-            try await withTenant(device.tenant) { connection in
             _ = try await connection.query("""
                 INSERT INTO positions (tenant_id, device_id, booking_id, fix_time, location,
                                        speed, heading, altitude, accuracy, battery, attributes)
-                SELECT \(device.tenant.rawValue), \(device.id), p.booking_id, to_timestamp(p.t),
+                SELECT \(tenant.rawValue), \(device), p.booking_id, to_timestamp(p.t),
                        ST_SetSRID(ST_MakePoint(p.lon, p.lat), 4326)::geography,
                        p.speed, p.heading, p.altitude, p.accuracy, p.battery, p.attributes
                   FROM ROWS FROM (jsonb_to_recordset(\(json)::jsonb) AS (
@@ -145,8 +152,6 @@ public struct TrackingRepository: Sendable {
                                             booking_id, attributes, ord)
                  ORDER BY p.ord
                 """, logger: logger)
-            }
-            return positions.count
         } catch let error as PSQLError where error.sqlState == "23514" && error.serverMessage.contains("no partition") {
             // No partition for the fix time: outside the window kept ahead/behind. Nothing was written.
             throw APIError.invalid("timestamp: no stored day covers it; fixes must fall in the partition window", field: "timestamp", index: nil)
@@ -155,7 +160,7 @@ public struct TrackingRepository: Sendable {
         } catch let error as PSQLError where error.sqlState == "22P05" || error.sqlState == "22P02" {
             throw APIError.invalid("a value cannot be stored: \(error.serverMessage)", field: nil, index: nil)
         } catch let error as PSQLError where error.sqlState == "23503" {
-            throw APIError.unauthorized("device \(device.id) no longer exists")
+            throw APIError.unauthorized("device \(device) no longer exists")
         }
     }
 
