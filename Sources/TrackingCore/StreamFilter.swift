@@ -26,6 +26,8 @@ public enum StreamFilter: Sendable, Equatable {
     case device(UUID)
     /// Nothing (a driver with no device linked).
     case nothing
+    /// What both allow (a WebSocket device room: the viewer's filter and that one device).
+    indirect case both(StreamFilter, StreamFilter)
 
     /// What a user sees: drivers their own device; everyone else the scope, or the whole tenant
     /// when none is set.
@@ -43,6 +45,7 @@ public enum StreamFilter: Sendable, Equatable {
         case .group(let group): return audience.group == group
         case .device(let device): return audience.device == device
         case .nothing: return false
+        case .both(let first, let second): return first.allows(audience) && second.allows(audience)
         }
     }
 }

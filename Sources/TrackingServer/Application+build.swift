@@ -1,4 +1,5 @@
 import Hummingbird
+import HummingbirdWebSocket
 import Logging
 import PostgresNIO
 import TrackingCore
@@ -24,7 +25,8 @@ public func buildApplication(
     let client = PostgresClient(configuration: try database.clientConfiguration(), backgroundLogger: logger)
     let repository = TrackingRepository(client: client, logger: logger)
     let hub = FanOutHub(mailboxCapacity: configuration.clientBufferSize,
-                        heartbeatInterval: .seconds(configuration.heartbeatSeconds), logger: logger)
+                        heartbeatInterval: .seconds(configuration.heartbeatSeconds),
+                        minBroadcastInterval: configuration.minBroadcastInterval, logger: logger)
     let listener = NotificationListener(settings: database, repository: repository.asNode, sink: hub, logger: logger)
     hub.attach(listener)
 
@@ -50,8 +52,21 @@ public func buildApplication(
     StreamRoutes(repository: repository, authenticator: authenticator, hub: hub, snapshots: snapshots).register(on: router)
     HealthRoutes(repository: repository, listener: listener, hub: hub).register(on: router)
 
+    // WebSocket upgrades have their own router; refused ones fall through to `router`.
+    var socketSettings = WebSocketSession.Settings()
+    socketSettings.idleTimeout = .seconds(configuration.webSocketIdleSeconds)
+    let sockets = WebSocketRoutes(repository: repository, authenticator: authenticator, access: tripAccess, hub: hub,
+                                  snapshots: snapshots, settings: socketSettings)
+    sockets.register(fallbacks: router)
+    let upgradeRouter = Router(context: WebSocketRequestContextWithAdmission.self)
+    sockets.register(upgrades: upgradeRouter)
+
     var app = Application(
         router: router,
+        server: .http1WebSocketUpgrade(
+            webSocketRouter: upgradeRouter,
+            configuration: .init(ws: .init(maxFrameSize: socketSettings.maxFrameBytes,
+                                           autoPing: .enabled(timePeriod: .seconds(configuration.webSocketPingSeconds))))),
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "pgtrack"),
         logger: logger)
     app.addServices(

@@ -6,18 +6,33 @@ import Synchronization
 import TrackingCore
 import TrackingStore
 
-/// One event as every subscriber receives it: the SSE frame is built once per event, not once
+/// One event as every subscriber receives it: its frames are built once per event, not once
 /// per subscriber, and shared by all of them (ByteBuffer is copy-on-write).
 public struct BusDelivery: Sendable {
     public let seq: Int64
+    public let topic: BusTopic
+    public let kind: String
+    /// The SSE frame (no `id:` when coalesced).
     public let frame: ByteBuffer
+    /// The WebSocket text message for the topic's own room, when a WebSocket client listens.
+    public let message: ByteBuffer?
+    /// The event's JSON, for WebSocket rooms named differently from the topic (device rooms).
+    public let json: String
     /// Who the event is about, so each session keeps only what its subscriber may see.
     public let audience: EventAudience?
+    /// A throttled update released after later events: it carries no SSE id, and a session
+    /// sends it if it is newer than what the session opened with (see BroadcastThrottle).
+    public let coalesced: Bool
 
-    public init(seq: Int64, frame: ByteBuffer, audience: EventAudience? = nil) {
-        self.seq = seq
-        self.frame = frame
-        self.audience = audience
+    public init(event: ChangeEvent, topic: BusTopic, coalesced: Bool = false, sse: Bool = true, websocket: Bool = false) {
+        seq = event.seq
+        self.topic = topic
+        kind = event.kind
+        json = event.json
+        audience = event.audience
+        self.coalesced = coalesced
+        frame = sse ? ByteBuffer(string: SSEFrame.event(id: coalesced ? nil : event.seq, name: event.kind, data: event.json)) : ByteBuffer()
+        message = websocket ? ByteBuffer(string: RoomMessage.tagged(event.json, room: topic.roomName)) : nil
     }
 }
 
@@ -27,18 +42,25 @@ public enum SessionSignal: Sendable {
     case heartbeat
     /// The subscriber's scope or role may have changed: re-read it.
     case recheck
+    /// A message from a WebSocket client (join, leave, resume), queued behind the events
+    /// before it so one loop writes everything.
+    case client(String)
 }
 
 /// A subscriber's bounded inbox. When it is full the subscriber is too slow: the inbox closes
 /// and is marked overflowed, and the session resynchronises from a snapshot. Nothing upstream
 /// ever waits for a subscriber.
 public final class Mailbox: Sendable {
+    public enum Transport: Sendable { case sse, websocket }
+
     public let signals: AsyncStream<SessionSignal>
     let continuation: AsyncStream<SessionSignal>.Continuation
+    let transport: Transport
     private let overflowFlag = Atomic<Bool>(false)
 
-    init(capacity: Int) {
+    init(capacity: Int, transport: Transport = .sse) {
         (signals, continuation) = AsyncStream.makeStream(of: SessionSignal.self, bufferingPolicy: .bufferingOldest(capacity))
+        self.transport = transport
     }
 
     public var overflowed: Bool { overflowFlag.load(ordering: .acquiring) }
@@ -69,6 +91,9 @@ public struct Subscription: Sendable {
     public let mailbox: Mailbox
     let id: UInt64
     let hub: FanOutHub
+    /// False when the mailbox belongs to a longer-lived session (a WebSocket's rooms): then
+    /// cancelling stops deliveries but leaves the mailbox open.
+    let ownsMailbox: Bool
 
     public func cancel() async {
         await hub.unsubscribe(self)
@@ -82,19 +107,25 @@ public final class FanOutHub: BusEventSink, Service {
         var subscribers: [BusTopic: [UInt64: Mailbox]] = [:]
         var nextID: UInt64 = 0
         var shuttingDown = false
+        var throttle: BroadcastThrottle?
     }
 
-    private let state = Mutex(State())
+    private let state: Mutex<State>
     let mailboxCapacity: Int
     let heartbeatInterval: Duration
+    /// Per-device broadcast interval (nil: every update is pushed).
+    let minBroadcastInterval: Duration?
     let logger: Logger
     /// Set once at startup (the listener needs the hub as its sink, the hub needs the listener).
     private let listenerBox = Mutex<NotificationListener?>(nil)
 
-    public init(mailboxCapacity: Int = 2_048, heartbeatInterval: Duration = .seconds(15), logger: Logger) {
+    public init(mailboxCapacity: Int = 2_048, heartbeatInterval: Duration = .seconds(15), minBroadcastInterval: Duration? = nil,
+                logger: Logger) {
         self.mailboxCapacity = mailboxCapacity
         self.heartbeatInterval = heartbeatInterval
+        self.minBroadcastInterval = minBroadcastInterval
         self.logger = logger
+        state = Mutex(State(throttle: minBroadcastInterval.map { BroadcastThrottle(interval: $0) }))
     }
 
     public func attach(_ listener: NotificationListener) {
@@ -123,16 +154,18 @@ public final class FanOutHub: BusEventSink, Service {
         try await subscribe(topics: topics)
     }
 
-    public func subscribe(topics: [BusTopic]) async throws -> Subscription {
+    /// `into` adds the topics to a mailbox the caller keeps (a WebSocket session's); otherwise
+    /// the subscription gets its own.
+    public func subscribe(topics: [BusTopic], into existing: Mailbox? = nil) async throws -> Subscription {
         precondition(!topics.isEmpty, "subscribe to at least one topic")
-        let mailbox = Mailbox(capacity: mailboxCapacity)
+        let mailbox = existing ?? Mailbox(capacity: mailboxCapacity)
         let id: UInt64 = try state.withLock { state in
             guard !state.shuttingDown else { throw APIError.unavailable("the server is shutting down") }
             state.nextID += 1
             for topic in topics { state.subscribers[topic, default: [:]][state.nextID] = mailbox }
             return state.nextID
         }
-        let subscription = Subscription(topics: topics, mailbox: mailbox, id: id, hub: self)
+        let subscription = Subscription(topics: topics, mailbox: mailbox, id: id, hub: self, ownsMailbox: existing == nil)
         var listening: [BusTopic] = []
         do {
             for topic in topics {
@@ -160,21 +193,49 @@ public final class FanOutHub: BusEventSink, Service {
                 if state.subscribers[topic]?.isEmpty == true { state.subscribers[topic] = nil }
             }
         }
-        subscription.mailbox.close()
+        if subscription.ownsMailbox { subscription.mailbox.close() }
+    }
+
+    /// A mailbox for a session that subscribes and unsubscribes topics as it goes.
+    public func makeMailbox(transport: Mailbox.Transport) -> Mailbox {
+        Mailbox(capacity: mailboxCapacity, transport: transport)
     }
 
     public func deliver(_ events: [ChangeEvent], to topic: BusTopic) {
-        let mailboxes = state.withLock { Array(($0.subscribers[topic] ?? [:]).values) }
+        let (mailboxes, releases) = state.withLock { state -> ([Mailbox], [BroadcastThrottle.Release]) in
+            let mailboxes = Array((state.subscribers[topic] ?? [:]).values)
+            guard !mailboxes.isEmpty else { return ([], []) }
+            if case .user = topic { return (mailboxes, []) }
+            guard state.throttle != nil else { return (mailboxes, events.map { .init(event: $0, coalesced: false) }) }
+            return (mailboxes, state.throttle!.offer(events, topic: topic, now: .now))
+        }
         guard !mailboxes.isEmpty else { return }
         if case .user = topic {
             for mailbox in mailboxes { mailbox.push(.recheck) }
             return
         }
-        for event in events {
-            let delivery = BusDelivery(seq: event.seq, frame: ByteBuffer(string: SSEFrame.event(id: event.seq, name: event.kind, data: event.json)),
-                                       audience: event.audience)
+        push(releases, of: topic, to: mailboxes)
+    }
+
+    private func push(_ releases: [BroadcastThrottle.Release], of topic: BusTopic, to mailboxes: [Mailbox]) {
+        let sse = mailboxes.contains { $0.transport == .sse }
+        let websocket = mailboxes.contains { $0.transport == .websocket }
+        for release in releases {
+            let delivery = BusDelivery(event: release.event, topic: topic, coalesced: release.coalesced, sse: sse, websocket: websocket)
             for mailbox in mailboxes { mailbox.push(delivery) }
         }
+    }
+
+    /// Pushes held updates whose interval has passed (the throttle's one timer per node).
+    func releaseDueUpdates() {
+        let due = state.withLock { state -> [(BusTopic, BroadcastThrottle.Release, [Mailbox])] in
+            guard state.throttle != nil else { return [] }
+            return state.throttle!.due(now: .now).compactMap { topic, release in
+                guard let mailboxes = state.subscribers[topic], !mailboxes.isEmpty else { return nil }
+                return (topic, release, Array(mailboxes.values))
+            }
+        }
+        for (topic, release, mailboxes) in due { push([release], of: topic, to: mailboxes) }
     }
 
     /// Closes every mailbox: open streams end and their connections close.
@@ -187,15 +248,30 @@ public final class FanOutHub: BusEventSink, Service {
         for mailbox in mailboxes { mailbox.close() }
     }
 
-    /// The heartbeat timer; on shutdown, closes every stream.
+    /// The heartbeat timer and the throttle's release timer; on shutdown, closes every stream.
     public func run() async throws {
         try? await cancelWhenGracefulShutdown {
-            while true {
-                try await Task.sleep(for: self.heartbeatInterval)
-                let mailboxes = self.state.withLock { state in
-                    state.subscribers.filter { if case .user = $0.key { return false } else { return true } }.values.flatMap(\.values)
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask {
+                    while true {
+                        try await Task.sleep(for: self.heartbeatInterval)
+                        let mailboxes = self.state.withLock { state in
+                            state.subscribers.filter { if case .user = $0.key { return false } else { return true } }.values.flatMap(\.values)
+                        }
+                        for mailbox in mailboxes { mailbox.heartbeat() }
+                    }
                 }
-                for mailbox in mailboxes { mailbox.heartbeat() }
+                if let interval = self.minBroadcastInterval {
+                    // A held update is late by at most this tick.
+                    let tick = min(max(interval / 20, .milliseconds(5)), .milliseconds(50))
+                    group.addTask {
+                        while true {
+                            try await Task.sleep(for: tick)
+                            self.releaseDueUpdates()
+                        }
+                    }
+                }
+                try await group.next()
             }
         }
         closeAll()

@@ -21,11 +21,18 @@ public struct ServerConfiguration: Sendable {
     public var refreshTokenDays: Int
     /// bcrypt cost of new password hashes (2^cost rounds).
     public var bcryptCost: UInt8
+    /// At most one pushed update per device per this interval (latest wins); nil pushes every one.
+    public var minBroadcastInterval: Duration?
+    /// WebSocket keepalive: a ping this often; a socket that misses a pong is closed.
+    public var webSocketPingSeconds: Int
+    /// A WebSocket in no room for this long is closed.
+    public var webSocketIdleSeconds: Int
 
     public init(host: String = "127.0.0.1", port: Int = 8080, partitionDaysBack: Int = 30, partitionDaysAhead: Int = 7,
                 maxFutureSkewSeconds: Double = 300, clientBufferSize: Int = 2_048, heartbeatSeconds: Int = 15,
                 jwtSecret: String = JWTSecret.generate(), accessTokenSeconds: Int = 900, refreshTokenDays: Int = 30,
-                bcryptCost: UInt8 = 12) {
+                bcryptCost: UInt8 = 12, minBroadcastInterval: Duration? = nil, webSocketPingSeconds: Int = 30,
+                webSocketIdleSeconds: Int = 60) {
         self.host = host
         self.port = port
         self.partitionDaysBack = partitionDaysBack
@@ -37,6 +44,9 @@ public struct ServerConfiguration: Sendable {
         self.accessTokenSeconds = accessTokenSeconds
         self.refreshTokenDays = refreshTokenDays
         self.bcryptCost = bcryptCost
+        self.minBroadcastInterval = minBroadcastInterval
+        self.webSocketPingSeconds = webSocketPingSeconds
+        self.webSocketIdleSeconds = webSocketIdleSeconds
     }
 
     var positionValidator: PositionValidator {

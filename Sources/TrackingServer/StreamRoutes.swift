@@ -43,7 +43,7 @@ struct StreamRoutes {
         let start: StreamStart
         let viewer: StreamViewer
         do {
-            viewer = try await currentViewer(principal)
+            viewer = try await authenticator.currentViewer(principal)
             guard let bounds = try await repository.logBounds(tenant: topic.tenant) else {
                 throw APIError.notFound("\(topic) does not exist")
             }
@@ -73,17 +73,17 @@ struct StreamRoutes {
     }
 }
 
-extension StreamRoutes {
+extension Authenticator {
     /// What the caller may see as stored now. Read after the user's topic is live, so any later
     /// change rings the session; the copy authentication read may already be stale.
     func currentViewer(_ principal: Principal) async throws -> StreamViewer {
         guard case .user(let user) = principal else {
-            return StreamViewer(filter: authenticator.visibility(of: principal), user: nil)
+            return StreamViewer(filter: visibility(of: principal), user: nil)
         }
         guard let current = try await repository.user(user.id, tenant: user.tenant) else {
             throw APIError.unauthorized("This user no longer exists.")
         }
-        return StreamViewer(filter: authenticator.visibility(of: .user(current)), user: user.id)
+        return StreamViewer(filter: visibility(of: .user(current)), user: user.id)
     }
 }
 

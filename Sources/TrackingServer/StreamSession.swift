@@ -44,6 +44,8 @@ struct StreamSession {
     let snapshots: SnapshotCoalescer
     let logger: Logger
 
+    var feed: StreamFeed { StreamFeed(topic: topic, repository: repository, snapshots: snapshots) }
+
     /// Ends the session from outside (client gone, server shutting down).
     final class Ending: Sendable {
         private let state = Mutex<(ended: Bool, mailbox: Mailbox?)>((false, nil))
@@ -60,29 +62,6 @@ struct StreamSession {
                 return state.mailbox
             }
             mailbox?.close()
-        }
-    }
-
-    /// The live part of a session: what has been sent and what may be.
-    struct Progress {
-        var lastSent: Int64
-        var viewer: StreamViewer
-        /// Devices that just became visible got an `add` as of `through`: their older events,
-        /// still queued, must not move them back.
-        var suppressed: (through: Int64, devices: Set<UUID>)?
-
-        mutating func shouldSend(_ delivery: BusDelivery) -> Bool {
-            guard delivery.seq > lastSent else { return false }  // already sent by snapshot/replay
-            lastSent = delivery.seq
-            guard viewer.filter.allows(delivery.audience) else { return false }
-            if let held = suppressed {
-                if delivery.seq > held.through {
-                    suppressed = nil
-                } else if let device = delivery.audience?.device, held.devices.contains(device) {
-                    return false
-                }
-            }
-            return true
         }
     }
 
@@ -110,8 +89,9 @@ struct StreamSession {
         try await withGracefulShutdownHandler {
             try await request.body.consumeWithInboundCloseHandler { _ in
                 try await write(SSEFrame.retry(milliseconds: 2_000), to: &writer)
-                var progress = Progress(lastSent: 0, viewer: viewer)
-                progress.lastSent = try await begin(with: start, filter: viewer.filter, liveSince: liveSince, writer: &writer)
+                var viewer = viewer
+                var progress = StreamProgress(filter: viewer.filter)
+                progress.reopen(at: try await begin(with: start, filter: viewer.filter, liveSince: liveSince, writer: &writer))
                 while ending.watch(subscription.mailbox) {
                     drain: for await signal in subscription.mailbox.signals {
                         // Overflowed: what is still buffered is stale; drop it and reset below.
@@ -122,7 +102,9 @@ struct StreamSession {
                         case .heartbeat:
                             try await write(SSEFrame.comment("heartbeat"), to: &writer)
                         case .recheck:
-                            try await recheckScope(&progress, writer: &writer)
+                            try await recheckScope(&progress, viewer: &viewer, writer: &writer)
+                        case .client:
+                            break  // SSE has no client messages
                         }
                     }
                     guard subscription.mailbox.overflowed, !ending.ended else { break }
@@ -133,12 +115,12 @@ struct StreamSession {
                     subscription = try await hub.subscribe(topics: previous.topics)
                     let liveAgain = ContinuousClock.now
                     await previous.cancel()
-                    if let user = progress.viewer.user {
-                        progress.viewer.filter = try await currentFilter(of: user, writer: &writer)
+                    if let user = viewer.user {
+                        viewer.filter = try await currentFilter(of: user, writer: &writer)
                     }
-                    progress.suppressed = nil
-                    progress.lastSent = try await begin(with: .reset(reason: "slow_consumer"), filter: progress.viewer.filter,
-                                                        liveSince: liveAgain, writer: &writer)
+                    progress.filter = viewer.filter
+                    progress.reopen(at: try await begin(with: .reset(reason: "slow_consumer"), filter: viewer.filter,
+                                                        liveSince: liveAgain, writer: &writer))
                 }
             } onInboundClosed: {
                 ending.end()
@@ -150,32 +132,17 @@ struct StreamSession {
 
     /// The viewer's scope may have changed: re-read it and, if what they may see changed, send
     /// `remove` / `add` for the difference as of a fresh snapshot.
-    private func recheckScope(_ progress: inout Progress, writer: inout any ResponseBodyWriter) async throws {
-        guard let user = progress.viewer.user else { return }
-        let old = progress.viewer.filter
+    private func recheckScope(_ progress: inout StreamProgress, viewer: inout StreamViewer, writer: inout any ResponseBodyWriter) async throws {
+        guard let user = viewer.user else { return }
+        let old = viewer.filter
         let new = try await currentFilter(of: user, writer: &writer)
         guard new != old else { return }
-        guard let snapshot = try await snapshots.snapshot(of: topic, notBefore: .now) else {
-            throw APIError.notFound("\(topic) does not exist")
+        let change = try await feed.scopeChange(from: old, to: new) { id, name, json in
+            try await write(SSEFrame.event(id: id, name: name, data: json), to: &writer)
         }
-        var added = Set<UUID>()
-        for entry in snapshot.entries {
-            let device = entry.audience.device.uuidString.lowercased()
-            switch (old.allows(entry.audience), new.allows(entry.audience)) {
-            case (true, false):
-                try await write(SSEFrame.event(id: nil, name: "remove", data: #"{"type":"remove","device_id":"\#(device)"}"#), to: &writer)
-            case (false, true):
-                try await write(SSEFrame.event(id: nil, name: "add", data: #"{"type":"add","device_id":"\#(device)","position":\#(entry.json)}"#), to: &writer)
-                added.insert(entry.audience.device)
-            default:
-                break
-            }
-        }
-        progress.viewer.filter = new
-        if !added.isEmpty {
-            progress.suppressed = (max(snapshot.seq, progress.suppressed?.through ?? 0), added.union(progress.suppressed?.devices ?? []))
-        }
-        logger.debug("scope changed on an open stream", metadata: ["topic": "\(topic)", "added": "\(added.count)"])
+        viewer.filter = new
+        progress.changeFilter(to: new, asOf: change.seq, added: change.added)
+        logger.debug("scope changed on an open stream", metadata: ["topic": "\(topic)", "added": "\(change.added.count)"])
     }
 
     /// The filter of a user as stored now; a deleted user gets `closed` and the stream ends.
@@ -190,36 +157,9 @@ struct StreamSession {
     /// Writes the opening of the stream and returns the seq it brings the client up to.
     private func begin(with start: StreamStart, filter: StreamFilter, liveSince: ContinuousClock.Instant,
                        writer: inout any ResponseBodyWriter) async throws -> Int64 {
-        switch start {
-        case .snapshot:
-            return try await writeSnapshot(type: "snapshot", reason: nil, filter: filter, liveSince: liveSince, writer: &writer)
-        case .reset(let reason):
-            return try await writeSnapshot(type: "reset", reason: reason, filter: filter, liveSince: liveSince, writer: &writer)
-        case .replay(let after):
-            var cursor = after
-            while true {
-                let page = try await repository.readLog(topic, after: cursor, limit: 1_000)
-                for event in page where filter.allows(event.audience) {
-                    try await write(SSEFrame.event(id: event.seq, name: event.kind, data: event.json), to: &writer)
-                }
-                guard let last = page.last else { return cursor }
-                cursor = last.seq
-                if page.count < 1_000 { return cursor }
-            }
+        try await feed.open(start, filter: filter, liveSince: liveSince) { id, name, json in
+            try await write(SSEFrame.event(id: id, name: name, data: json), to: &writer)
         }
-    }
-
-    private func writeSnapshot(type: String, reason: String?, filter: StreamFilter, liveSince: ContinuousClock.Instant,
-                               writer: inout any ResponseBodyWriter) async throws -> Int64 {
-        // Any snapshot that started after the subscription went live holds all this stream may
-        // miss from the live feed; sharing one with other joiners is safe.
-        guard let snapshot = try await snapshots.snapshot(of: topic, notBefore: liveSince) else {
-            throw APIError.notFound("\(topic) does not exist")
-        }
-        let reasonField = reason.map { #","reason":"\#($0)""# } ?? ""
-        let data = #"{"type":"\#(type)","seq":\#(snapshot.seq)\#(reasonField),"positions":\#(snapshot.positionsJSON(filter))}"#
-        try await write(SSEFrame.event(id: snapshot.seq, name: type, data: data), to: &writer)
-        return snapshot.seq
     }
 
     private func write(_ text: String, to writer: inout any ResponseBodyWriter) async throws {

@@ -126,11 +126,7 @@ struct TripRoutes {
     }
 }
 
-/// A booking id from the path, or 404 for one that cannot exist.
+/// The booking id of a route's `:id`.
 func bookingParameter(_ context: AppRequestContext) throws -> BookingID {
-    let raw = context.parameters.get("id") ?? ""
-    guard let booking = BookingID(raw) else {
-        throw APIError.notFound("No booking \(raw.prefix(64)): booking ids are \(BookingID.rule).")
-    }
-    return booking
+    try bookingParameter(context.parameters.get("id"))
 }

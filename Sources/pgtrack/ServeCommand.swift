@@ -17,6 +17,10 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Events buffered per stream client before it gets a reset.") var clientBuffer = 2_048
     @Option(help: "Lifetime of access tokens (JWT), in seconds.") var accessTokenSeconds = 900
     @Option(help: "Lifetime of refresh tokens, in days.") var refreshTokenDays = 30
+    @Option(help: "Push at most one update per device per this many seconds, always the newest (e.g. 1); 0 pushes every update. Every fix is stored either way.")
+    var minBroadcastInterval: Double = 0
+    @Option(help: "Seconds between WebSocket pings; a socket that misses a pong is closed.") var wsPingSeconds = 30
+    @Option(help: "Seconds a WebSocket may stay in no room before it is closed.") var wsIdleSeconds = 60
     @OptionGroup var database: DatabaseOptions
 
     func validate() throws {
@@ -27,6 +31,12 @@ struct Serve: AsyncParsableCommand {
         guard maxFutureSkew >= 0, clientBuffer >= 16 else { throw ValidationError("--max-future-skew must be >= 0 and --client-buffer >= 16") }
         guard (30...86_400).contains(accessTokenSeconds), (1...365).contains(refreshTokenDays) else {
             throw ValidationError("--access-token-seconds must be 30–86400 and --refresh-token-days 1–365")
+        }
+        guard minBroadcastInterval.isFinite, (0...3_600).contains(minBroadcastInterval) else {
+            throw ValidationError("--min-broadcast-interval must be 0–3600 seconds")
+        }
+        guard (1...3_600).contains(wsPingSeconds), (1...86_400).contains(wsIdleSeconds) else {
+            throw ValidationError("--ws-ping-seconds must be 1–3600 and --ws-idle-seconds 1–86400")
         }
     }
 
@@ -49,7 +59,9 @@ struct Serve: AsyncParsableCommand {
             let configuration = ServerConfiguration(
                 host: host, port: port, partitionDaysBack: partitionDaysBack, partitionDaysAhead: partitionDaysAhead,
                 maxFutureSkewSeconds: maxFutureSkew, clientBufferSize: clientBuffer, jwtSecret: secret.secret,
-                accessTokenSeconds: accessTokenSeconds, refreshTokenDays: refreshTokenDays)
+                accessTokenSeconds: accessTokenSeconds, refreshTokenDays: refreshTokenDays,
+                minBroadcastInterval: minBroadcastInterval > 0 ? .milliseconds(Int64(minBroadcastInterval * 1_000)) : nil,
+                webSocketPingSeconds: wsPingSeconds, webSocketIdleSeconds: wsIdleSeconds)
             let (app, _) = try await buildApplication(configuration: configuration, database: settings, logger: logger)
             try await app.runService()  // SIGINT/SIGTERM shut down gracefully: streams close, then services stop
         } catch {

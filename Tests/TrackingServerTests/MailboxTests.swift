@@ -1,12 +1,13 @@
 import NIOCore
 import Testing
+import TrackingCore
 @testable import TrackingServer
 
 /// The bounded inbox of one subscriber: overflow marks it and ends its stream; nothing waits.
 @Suite("FanOutHub mailbox", .timeLimit(.minutes(1)))
 struct MailboxTests {
     static func delivery(_ seq: Int64) -> BusDelivery {
-        BusDelivery(seq: seq, frame: ByteBuffer(string: "id: \(seq)\nevent: location_update\ndata: {}\n\n"))
+        BusDelivery(event: ChangeEvent(seq: seq, kind: "location_update", json: "{}"), topic: .tenant(TenantID("acme")!))
     }
 
     /// Reads the mailbox until its stream ends; if it does not end within 5 s, records an

@@ -15,7 +15,7 @@ struct RowLevelSecurityTests {
     static let tables: [(name: String, tenantColumn: String)] = [
         ("tenants", "id"), ("devices", "tenant_id"), ("device_api_keys", "tenant_id"), ("users", "tenant_id"),
         ("refresh_tokens", "tenant_id"), ("positions", "tenant_id"), ("latest_positions", "tenant_id"),
-        ("change_log", "tenant_id"), ("change_log_heads", "tenant_id"),
+        ("change_log", "tenant_id"), ("change_log_heads", "tenant_id"), ("trips", "tenant_id"),
     ]
 
     /// How a session becomes the tenant role.
@@ -284,7 +284,7 @@ struct RowLevelSecurityTests {
 
     // MARK: Catalog
 
-    @Test("RLS is enabled with a tenant_isolation policy on the nine tables and every other table with a tenant_id")
+    @Test("RLS is enabled with a tenant_isolation policy on every tenant-owned table and every other table with a tenant_id")
     func catalog() async throws {
         let url = try await TestCluster.freshDatabase()
         try await TestDatabaseConnection.with(url) { owner in

@@ -1,0 +1,36 @@
+import Hummingbird
+import HummingbirdWebSocket
+import Synchronization
+import TrackingStore
+
+/// The request context of WebSocket upgrades. The upgrade check authenticates the caller and
+/// leaves what it found in `admission`, a box shared by every copy of the context, so the
+/// socket's handler does not authenticate a second time.
+struct WebSocketRequestContextWithAdmission: RequestContext, WebSocketRequestContext {
+    var coreContext: CoreRequestContextStorage
+    let webSocket: WebSocketHandlerReference<Self>
+    let admission: AdmissionBox
+
+    init(source: Source) {
+        coreContext = .init(source: source)
+        webSocket = .init()
+        admission = AdmissionBox()
+    }
+
+    var maxUploadSize: Int { 0 }
+}
+
+final class AdmissionBox: Sendable {
+    private let value = Mutex<WebSocketAdmission?>(nil)
+
+    func store(_ admission: WebSocketAdmission) { value.withLock { $0 = admission } }
+    func take() -> WebSocketAdmission? { value.withLock { $0 } }
+}
+
+/// Who was let in, and for `/ws/tracking/{id}` which trip and from where.
+struct WebSocketAdmission: Sendable {
+    let principal: Principal
+    /// The trip room the socket opens with, and the opening (snapshot or resume from `?since=`).
+    let trip: TripRecord?
+    let since: String?
+}
