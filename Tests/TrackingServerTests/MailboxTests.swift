@@ -26,6 +26,7 @@ struct MailboxTests {
             case .event(let delivery): seqs.append(delivery.seq)
             case .heartbeat: heartbeats += 1
             case .recheck: Issue.record("no recheck was pushed")
+            case .client: Issue.record("no client message was pushed")
             }
         }
         return (seqs, heartbeats)
