@@ -52,7 +52,7 @@ public func buildApplication(
     StreamRoutes(repository: repository, authenticator: authenticator, hub: hub, snapshots: snapshots).register(on: router)
     HealthRoutes(repository: repository, listener: listener, hub: hub).register(on: router)
 
-    // WebSocket upgrades have their own router; refused ones fall through to `router`.
+    // WebSocket upgrades have their own router; plain GETs of the same paths reach `router`.
     var socketSettings = WebSocketSession.Settings()
     socketSettings.idleTimeout = .seconds(configuration.webSocketIdleSeconds)
     let sockets = WebSocketRoutes(repository: repository, authenticator: authenticator, access: tripAccess, hub: hub,

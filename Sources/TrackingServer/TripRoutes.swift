@@ -20,6 +20,15 @@ struct TripRoutes {
         router.put("/api/v1/settings/trips", use: updateSettings)
     }
 
+    struct TripSettingsInput: Decodable {
+        let jitterMetres: Double
+        let stopRadiusMetres: Double
+        let stopSeconds: Double
+        enum CodingKeys: String, CodingKey {
+            case jitterMetres = "trip_jitter_metres", stopRadiusMetres = "trip_stop_radius_metres", stopSeconds = "trip_stop_seconds"
+        }
+    }
+
     struct AcceptBody: Decodable {
         let deviceID: UUID?
         enum CodingKeys: String, CodingKey { case deviceID = "device_id" }
@@ -51,21 +60,23 @@ struct TripRoutes {
         let principal = try await authenticator.authenticate(request)
         let bytes = try await request.collectBody(limit: ServerConfiguration.maxBodyBytes)
         let events = try ProducerEvent.decodeBody(bytes.readableBytesView, validator: validator)
+        // Errors name the event's index only when the body is an array, as for positions.
+        let isArray = bytes.readableBytesView.first { !($0 == 0x20 || $0 == 0x0A || $0 == 0x0D || $0 == 0x09) } == UInt8(ascii: "[")
         var commands: [TripCommand] = []
         var bookings: [BookingID?] = []
         for (index, event) in events.enumerated() {
             let field = "runner_id"
             switch event {
             case .bookingAccepted(let booking, let device):
-                commands.append(.accept(booking, device: try await at(index) { try await access.actingDevice(principal, requested: device, field: field) }))
+                commands.append(.accept(booking, device: try await at(isArray ? index : nil) { try await access.actingDevice(principal, requested: device, field: field) }))
                 bookings.append(booking)
             case .locationUpdate(let position, let device):
-                commands.append(.record(position, device: try await at(index) { try await access.actingDevice(principal, requested: device, field: field) }))
+                commands.append(.record(position, device: try await at(isArray ? index : nil) { try await access.actingDevice(principal, requested: device, field: field) }))
                 bookings.append(nil)
             case .deliveryConfirmed(let booking), .bookingCancelled(let booking):
                 // A booking accepted earlier in this batch is not stored yet: the database checks it then.
                 let acceptedHere = events[..<index].contains { if case .bookingAccepted(booking, _) = $0 { true } else { false } }
-                if !acceptedHere { try await at(index) { try await access.requireManager(of: booking, for: principal) } }
+                if !acceptedHere { try await at(isArray ? index : nil) { try await access.requireManager(of: booking, for: principal) } }
                 if case .deliveryConfirmed = event { commands.append(.finish(booking, .completed)) } else { commands.append(.finish(booking, .cancelled)) }
                 bookings.append(booking)
             }
@@ -79,7 +90,7 @@ struct TripRoutes {
             case .finish(_, .completed): .complete
             default: .cancel
             }
-            try TripAccess.check(failed.outcome, booking: bookings[failed.index]!, action: action, index: failed.index)
+            try TripAccess.check(failed.outcome, booking: bookings[failed.index]!, action: action, index: isArray ? failed.index : nil)
             throw failed
         }
         let results = outcomes.map { outcome in
@@ -101,22 +112,25 @@ struct TripRoutes {
     @Sendable func updateSettings(request: Request, context: AppRequestContext) async throws -> Response {
         let principal = try await authenticator.authenticate(request)
         _ = try principal.requireUser([.admin], to: "change trip settings")
-        let settings = try await request.decodeJSON(TripSettings.self)
+        // Decoded as numbers first: a fractional trip_stop_seconds is a 422 naming the field.
+        let input = try await request.decodeJSON(TripSettingsInput.self)
+        guard input.stopSeconds.isFinite, input.stopSeconds.rounded() == input.stopSeconds, (10...86_400).contains(input.stopSeconds) else {
+            throw APIError.invalid("trip_stop_seconds: must be a whole number, 10–86400.", field: "trip_stop_seconds", index: nil)
+        }
+        let settings = TripSettings(jitterMetres: input.jitterMetres, stopRadiusMetres: input.stopRadiusMetres, stopSeconds: Int(input.stopSeconds))
         guard settings.jitterMetres.isFinite, (0...1_000).contains(settings.jitterMetres) else {
             throw APIError.invalid("trip_jitter_metres: must be 0–1000.", field: "trip_jitter_metres", index: nil)
         }
         guard settings.stopRadiusMetres.isFinite, (1...5_000).contains(settings.stopRadiusMetres) else {
             throw APIError.invalid("trip_stop_radius_metres: must be 1–5000.", field: "trip_stop_radius_metres", index: nil)
         }
-        guard (10...86_400).contains(settings.stopSeconds) else {
-            throw APIError.invalid("trip_stop_seconds: must be 10–86400.", field: "trip_stop_seconds", index: nil)
-        }
         try await repository.updateTripSettings(settings, tenant: principal.tenant)
         return try encodedResponse(settings)
     }
 
-    /// Errors of one event name its index.
-    private func at<T>(_ index: Int, _ body: () async throws -> T) async throws -> T {
+    /// Errors of one event of an array name its index.
+    private func at<T>(_ index: Int?, _ body: () async throws -> T) async throws -> T {
+        guard let index else { return try await body() }
         do {
             return try await body()
         } catch let error as APIError {

@@ -9,7 +9,8 @@ import TrackingStore
 /// closed after the trip's final status). Credentials as for SSE: `Authorization: Bearer`,
 /// `X-API-Key`, `?access_token=` or `?api_key=`.
 ///
-/// An upgrade the check refuses falls through to the HTTP router, where the same check
+/// A refused upgrade is answered by hummingbird-websocket itself (an empty 400; the JSON error
+/// is a known gap). A plain GET reaches the HTTP router, where the same check
 /// answers with the JSON error (401, 404…); a plain GET that passes it gets 426.
 struct WebSocketRoutes {
     let repository: TrackingRepository

@@ -99,9 +99,17 @@ struct WebSocketSession {
         } catch let error as APIError {
             try? await send(Self.errorMessage(error.message, code: error.code), outbound)
             try? await outbound.close(.policyViolation, reason: error.code)
+        } catch {
+            // Anything else (the database, a failed write) ends this socket only. It must not
+            // escape: the reader would still hold the inbound stream that WSCore then reads for
+            // the closing handshake, and two readers of one stream abort the process.
+            logger.warning("websocket session failed: \(describeDatabaseError(error))")
+            try? await send(Self.errorMessage("The server could not continue this socket; reconnect and resume.", code: "internal"), outbound)
+            try? await outbound.close(.unexpectedServerError, reason: "internal")
         }
         reader.cancel()
         watchdog.cancel()
+        _ = await reader.result
         for subscription in state?.subscriptions.values.map({ $0 }) ?? [] { await subscription.cancel() }
         await userSubscription?.cancel()
         mailbox.close()

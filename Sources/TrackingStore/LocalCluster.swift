@@ -107,7 +107,7 @@ public struct LocalCluster: Sendable {
             "port = \(port)",
             "unix_socket_directories = '\(socketDirectory.path)'",
             "listen_addresses = '\(listenOnLoopback ? "127.0.0.1" : "")'",
-            "max_connections = 300",
+            "max_connections = 1000",
             "timezone = 'UTC'",
         ]
         if !durable {

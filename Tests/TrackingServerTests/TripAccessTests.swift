@@ -7,7 +7,7 @@ import TrackingTestSupport
 /// Who may read and change which trip: another tenant's booking and a booking outside the
 /// caller's scope answer 404 like a missing one; viewers read but never change; a device manages
 /// only its own trips.
-@Suite("trips: authorization", .timeLimit(.minutes(3)))
+@Suite("trips: authorization", .serialized, .timeLimit(.minutes(3)))
 struct TripAccessTests {
     /// Every read and write of a booking, as (name, request).
     static func probes(_ booking: String) -> [(String, @Sendable (LiveNode, String?, String?) async throws -> LiveNode.Reply)] {

@@ -8,7 +8,7 @@ import TrackingTestSupport
 /// The trip lifecycle over REST (`POST /api/v1/bookings/{id}/accept | complete | cancel`) and
 /// plain SQL: idempotent repeats, 409 with `current_status`, positions attached by the trigger,
 /// and `status` events on the booking stream.
-@Suite("trips: lifecycle", .timeLimit(.minutes(3)))
+@Suite("trips: lifecycle", .serialized, .timeLimit(.minutes(3)))
 struct TripLifecycleTests {
     static func point(_ k: Int, base: Date) -> TrackPoint {
         TrackPoint(time: base.addingTimeInterval(Double(k)), latitude: 52.52 + Double(k) * 0.0002, longitude: 13.405 + Double(k) * 0.0001,

@@ -7,7 +7,7 @@ import TrackingTestSupport
 
 /// Route metadata advanced in SQL point by point equals a recomputation from the stored points:
 /// jitter-aware distance (anchor rule), stops, bbox, speeds, durations; late points rebuild.
-@Suite("trips: route metadata", .timeLimit(.minutes(4)))
+@Suite("trips: route metadata", .serialized, .timeLimit(.minutes(4)))
 struct TripMetadataTests {
     /// About 14 minutes of a delivery run, one fix per second: a curve at 8 m/s, 60 s at a
     /// traffic light (too short for a stop), a faster stretch peaking at 13.9 m/s, a 400 s

@@ -8,7 +8,7 @@ import TrackingStore
 import TrackingTestSupport
 
 /// Reading a trip's track: GeoJSON (`?points=true`, `?simplify=`), GPX, CSV, and paged points.
-@Suite("trips: route exports and paged points", .timeLimit(.minutes(3)))
+@Suite("trips: route exports and paged points", .serialized, .timeLimit(.minutes(3)))
 struct TripRouteTests {
     /// Two minutes along a curve at 8 m/s; every tenth fix reports an altitude.
     static func curve(base: Date) -> [TrackPoint] {

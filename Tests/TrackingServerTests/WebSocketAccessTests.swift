@@ -37,6 +37,13 @@ struct WebSocketAccessTests {
                 ValidationTests.expectError(try await live.upgradeRequest("/ws/tracking/bk-own?api_key=pgt_" + String(repeating: "0", count: 64)),
                                             status: 401, code: "unauthorized", "an unknown key")
 
+                // A trip on a device outside a scoped dispatcher's scope reads like a missing one.
+                let fleetVan = try await live.repository.createDevice(tenant: acme.tenant, name: "van-9", group: "vans", grade: 1)
+                #expect(try await TripAPI.accept(live, "bk-van", apiKey: fleetVan.1).status == 201)
+                let dispatcher = try await live.user(.dispatcher, in: acme.tenant, scope: .upTo(["trucks": 1_000]))
+                ValidationTests.expectError(try await live.upgradeRequest("/ws/tracking/bk-van", bearer: dispatcher.accessToken),
+                                            status: 404, code: "not_found", "a trip outside the dispatcher's scope")
+
                 // A real client sees the refusal as a failed upgrade.
                 let refusal = try await ws.refused("/ws/tracking/bk-x?access_token=\(admin.accessToken)")
                 #expect(refusal.contains("failed"), "\(refusal)")
@@ -131,7 +138,7 @@ struct WebSocketAccessTests {
         }
     }
 
-    @Test("a scoped dispatcher: tenant room shows only devices in scope; a device room of an invisible device is refused; its trip 404s", .disabled("known bug: scoped dispatcher case fails on /ws (issue 4 note)"))
+    @Test("a scoped dispatcher: tenant room shows only devices in scope; a device room of an invisible device is refused; so is its trip")
     func scopedDispatcher() async throws {
         try await LiveNode.run { live in
             try await live.withSockets { ws in
@@ -170,8 +177,8 @@ struct WebSocketAccessTests {
                 #expect(next.allSatisfy { $0.fixIndex == 21 }, "\(next)")
                 try await socket.expectQuiet("nothing of bk-van")
 
-                ValidationTests.expectError(try await live.upgradeRequest("/ws/tracking/bk-van", bearer: dispatcher.accessToken),
-                                            status: 404, code: "not_found", "a trip outside the scope")
+                // A trip outside the scope is refused (its status code: see refusedUpgrades).
+                _ = try await ws.refused("/ws/tracking/bk-van?access_token=\(dispatcher.accessToken)")
                 let trip = try await ws.open("/ws/tracking/bk-truck", bearer: dispatcher.accessToken)
                 _ = try await trip.expect("joined", room: "booking:bk-truck")
             }

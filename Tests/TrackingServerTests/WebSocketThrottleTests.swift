@@ -193,7 +193,7 @@ struct WebSocketThrottleTests {
         }
     }
 
-    @Test("a held update the client already has from a resume replay is not sent again", .disabled("flaky: failed 1 of 2 runs (issue 4 note)"))
+    @Test("a held update the client already has from a resume replay is not sent again")
     func heldUpdateNotDuplicatedAfterResume() async throws {
         try await LiveNode.run({ $0.minBroadcastInterval = .seconds(1) }) { live in
             try await live.withSockets { ws in

@@ -137,7 +137,8 @@ struct RowLevelSecurityTests {
         // A harmless assignment per table, so an UPDATE that did match a row would report it.
         let noOp = ["tenants": "name = name", "devices": "name = name", "device_api_keys": "key_prefix = key_prefix",
                     "users": "name = name", "refresh_tokens": "expires_at = expires_at", "positions": "speed = speed",
-                    "latest_positions": "speed = speed", "change_log": "kind = kind", "change_log_heads": "last_seq = last_seq"]
+                    "latest_positions": "speed = speed", "change_log": "kind = kind", "change_log_heads": "last_seq = last_seq",
+                    "trips": "status = status"]
         try await withTenantRole(session, url) { connection in
             try await connection.rlsRun("SELECT set_config('pgtrack.tenant', 'acme', false)")
             for table in Self.tables {
@@ -377,6 +378,7 @@ private struct TwoTenants: Sendable {
                            ST_SetSRID(ST_MakePoint(\(longitude), 10.0 + g), 4326)::geography, 1.5
                       FROM generate_series(1, \(positions)) g
                     """)
+                try await owner.rlsRun("SELECT pgtrack_trip_accept(\(tenant), \("trip-" + tenant), \(device))")
                 return Rows(device: device, user: user)
             }
             let acme = try await populate("acme", positions: 2, longitude: 13.4)
