@@ -1,6 +1,7 @@
 import Hummingbird
 import HummingbirdWebSocket
 import Synchronization
+import TrackingCore
 import TrackingStore
 
 /// The request context of WebSocket upgrades. The upgrade check authenticates the caller and
@@ -20,11 +21,12 @@ struct WebSocketRequestContextWithAdmission: RequestContext, WebSocketRequestCon
     var maxUploadSize: Int { 0 }
 }
 
+/// What the upgrade check decided: the admission, or the error the socket is closed with.
 final class AdmissionBox: Sendable {
-    private let value = Mutex<WebSocketAdmission?>(nil)
+    private let value = Mutex<Result<WebSocketAdmission, APIError>?>(nil)
 
-    func store(_ admission: WebSocketAdmission) { value.withLock { $0 = admission } }
-    func take() -> WebSocketAdmission? { value.withLock { $0 } }
+    func store(_ decision: Result<WebSocketAdmission, APIError>) { value.withLock { $0 = decision } }
+    func take() -> Result<WebSocketAdmission, APIError>? { value.withLock { $0 } }
 }
 
 /// Who was let in, and for `/ws/tracking/{id}` which trip and from where.

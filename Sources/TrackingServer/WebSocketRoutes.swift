@@ -9,9 +9,12 @@ import TrackingStore
 /// closed after the trip's final status). Credentials as for SSE: `Authorization: Bearer`,
 /// `X-API-Key`, `?access_token=` or `?api_key=`.
 ///
-/// A refused upgrade is answered by hummingbird-websocket itself (an empty 400; the JSON error
-/// is a known gap). A plain GET reaches the HTTP router, where the same check
-/// answers with the JSON error (401, 404…); a plain GET that passes it gets 426.
+/// A refused upgrade request (bad credentials, a booking the caller may not see, an unknown
+/// WebSocket path) is still upgraded, then sent one `{"type":"error","status",…}` message and
+/// closed with code 4000 + the HTTP status (4401, 4403, 4404). hummingbird-websocket answers a
+/// declined upgrade with an empty 400, and a browser cannot read an HTTP status of a failed
+/// handshake anyway; a close code it can. A plain GET reaches the HTTP router, where the same
+/// check answers with the JSON error (401, 404…), and one that passes it gets 426.
 struct WebSocketRoutes {
     let repository: TrackingRepository
     let authenticator: Authenticator
@@ -22,18 +25,67 @@ struct WebSocketRoutes {
 
     func register(upgrades router: Router<WebSocketRequestContextWithAdmission>) {
         router.ws("/ws") { request, context in
-            context.admission.store(try await admit(request, booking: nil))
-            return .upgrade([:])
+            await decide(context) { try await admit(request, booking: nil) }
         } onUpgrade: { inbound, outbound, context in
-            try await session(context).run(inbound: inbound, outbound: outbound)
+            try await open(context, inbound: inbound, outbound: outbound)
         }
         router.ws("/ws/tracking/:id") { request, context in
-            let booking = try bookingParameter(context.parameters.get("id"))
-            context.admission.store(try await admit(request, booking: booking))
-            return .upgrade([:])
+            await decide(context) {
+                try await admit(request, booking: try bookingParameter(context.parameters.get("id")))
+            }
         } onUpgrade: { inbound, outbound, context in
-            try await session(context).run(inbound: inbound, outbound: outbound)
+            try await open(context, inbound: inbound, outbound: outbound)
         }
+        // Any other path (both patterns: the router does not fall back from `/ws/…` to `/**`).
+        for unknown in ["/**", "/ws/**"] {
+            router.ws(RouterPath(unknown)) { request, context in
+                await decide(context) {
+                    throw APIError.notFound("No WebSocket endpoint at \(request.uri.path.prefix(200)): connect to /ws or /ws/tracking/{bookingId}.")
+                }
+            } onUpgrade: { inbound, outbound, context in
+                try await open(context, inbound: inbound, outbound: outbound)
+            }
+        }
+    }
+
+    /// Runs the upgrade check and keeps its outcome for the socket; the upgrade always goes on.
+    private func decide(_ context: WebSocketRequestContextWithAdmission,
+                        _ check: () async throws -> WebSocketAdmission) async -> RouterShouldUpgrade {
+        do {
+            context.admission.store(.success(try await check()))
+        } catch let error as APIError {
+            context.admission.store(.failure(error))
+        } catch {
+            context.logger.error("websocket admission failed: \(describeDatabaseError(error))")
+            context.admission.store(.failure(APIError(status: 500, code: "internal",
+                                                      message: "Internal error; the server log has details.")))
+        }
+        return .upgrade([:])
+    }
+
+    private func open(_ context: WebSocketRouterContext<WebSocketRequestContextWithAdmission>,
+                      inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter) async throws {
+        switch context.requestContext.admission.take() {
+        case .success(let admission):
+            try await WebSocketSession(admission: admission, hub: hub, repository: repository, authenticator: authenticator,
+                                       snapshots: snapshots, settings: settings, logger: context.logger)
+                .run(inbound: inbound, outbound: outbound)
+        case .failure(let error):
+            try await Self.refuse(error, outbound: outbound)
+        case nil:
+            try await Self.refuse(.unauthorized("The WebSocket was not admitted."), outbound: outbound)
+        }
+    }
+
+    /// One error message, then a close with code 4000 + status and the error code as reason.
+    /// The short pause first keeps them out of the TCP read that carries the 101: some client
+    /// upgraders (swift-nio's among them) drop frames that arrive bundled with it, and then
+    /// never see the refusal nor the close. An accepted socket's first frame comes after
+    /// database work, so it is never that early.
+    static func refuse(_ error: APIError, outbound: WebSocketOutboundWriter) async throws {
+        try await Task.sleep(for: .milliseconds(50))
+        try await outbound.write(.text(WebSocketSession.errorMessage(error.message, code: error.code, status: error.status)))
+        try await outbound.close(.unknown(UInt16(4000 + error.status)), reason: error.code)
     }
 
     /// The same paths on the HTTP router: refused upgrades and plain GETs end here.
@@ -55,14 +107,6 @@ struct WebSocketRoutes {
         let principal = try await authenticator.authenticate(request, allowQueryCredentials: true)
         let trip = try await booking.asyncMap { try await access.visibleTrip($0, for: principal) }
         return WebSocketAdmission(principal: principal, trip: trip, since: request.uri.queryParameters.get("since"))
-    }
-
-    private func session(_ context: WebSocketRouterContext<WebSocketRequestContextWithAdmission>) throws -> WebSocketSession {
-        guard let admission = context.requestContext.admission.take() else {
-            throw APIError.unauthorized("The WebSocket was not admitted.")
-        }
-        return WebSocketSession(admission: admission, hub: hub, repository: repository, authenticator: authenticator,
-                                snapshots: snapshots, settings: settings, logger: context.logger)
     }
 }
 

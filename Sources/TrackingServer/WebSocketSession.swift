@@ -99,6 +99,9 @@ struct WebSocketSession {
         } catch let error as APIError {
             try? await send(Self.errorMessage(error.message, code: error.code), outbound)
             try? await outbound.close(.policyViolation, reason: error.code)
+        } catch let error as NIOAsyncWriterError where error == .alreadyFinished() {
+            // The client went away while something was being sent to it: an ordinary end.
+            logger.debug("websocket client gone while sending")
         } catch {
             // Anything else (the database, a failed write) ends this socket only. It must not
             // escape: the reader would still hold the inbound stream that WSCore then reads for
@@ -314,9 +317,10 @@ struct WebSocketSession {
         }
     }
 
-    static func errorMessage(_ message: String, code: String, room: String? = nil) -> String {
-        var object: [String: String] = ["type": "error", "code": code, "message": message]
+    static func errorMessage(_ message: String, code: String, room: String? = nil, status: Int? = nil) -> String {
+        var object: [String: Any] = ["type": "error", "code": code, "message": message]
         if let room { object["room"] = room }
+        if let status { object["status"] = status }
         let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data(#"{"type":"error"}"#.utf8)
         return String(decoding: data, as: UTF8.self)
     }

@@ -4,12 +4,12 @@ import TrackingCore
 import TrackingStore
 import TrackingTestSupport
 
-/// Who may open which socket and join which room: refused upgrades answer the JSON error with
-/// its HTTP status, refused rooms an `error` message on a socket that stays open, and what a
+/// Who may open which socket and join which room: refused sockets get one error message and a
+/// close code of 4000 + the HTTP status, refused rooms an `error` message on a socket that stays open, and what a
 /// socket shows is limited to what its viewer may see.
 @Suite("WebSocket: access, tenants and scopes", .timeLimit(.minutes(3)))
 struct WebSocketAccessTests {
-    @Test("refused upgrades: another tenant's booking and a booking without trip 404, bad or no credentials 401; plain GET 426", .disabled("known bug: a refused WebSocket upgrade answers 400 with an empty body, not the JSON 401/404 (issue 4 note)"))
+    @Test("refused sockets: another tenant's booking, a booking without trip and an unknown path close 4404, bad or no credentials 4401; plain GET answers the JSON error or 426")
     func refusedUpgrades() async throws {
         try await LiveNode.run { live in
             try await live.withSockets { ws in
@@ -20,36 +20,39 @@ struct WebSocketAccessTests {
                 #expect(try await TripAPI.accept(live, "bk-x", apiKey: other.apiKey).status == 201)
                 #expect(try await TripAPI.accept(live, "bk-own", apiKey: acme.apiKey).status == 201)
 
-                ValidationTests.expectError(try await live.upgradeRequest("/ws/tracking/bk-x", bearer: admin.accessToken),
-                                            status: 404, code: "not_found", "another tenant's booking")
-                ValidationTests.expectError(try await live.upgradeRequest("/ws/tracking/bk-x", apiKey: acme.apiKey),
-                                            status: 404, code: "not_found", "another tenant's booking, device key")
-                ValidationTests.expectError(try await live.upgradeRequest("/ws/tracking/bk-none", bearer: admin.accessToken),
-                                            status: 404, code: "not_found", "a booking without a trip")
-                let refusedOther = try await live.upgradeRequest("/ws/tracking/bk-x", bearer: admin.accessToken)
-                let refusedNone = try await live.upgradeRequest("/ws/tracking/bk-none", bearer: admin.accessToken)
-                #expect((try? refusedOther.error())?["message"] as? String == ((try? refusedNone.error())?["message"] as? String)?
-                            .replacingOccurrences(of: "bk-none", with: "bk-x"),
-                        "another tenant's booking reads like a missing one: \(refusedOther.body) / \(refusedNone.body)")
-                ValidationTests.expectError(try await live.upgradeRequest("/ws?access_token=not-a-token"),
-                                            status: 401, code: "unauthorized", "a bad token")
-                ValidationTests.expectError(try await live.upgradeRequest("/ws"), status: 401, code: "unauthorized", "no credentials")
-                ValidationTests.expectError(try await live.upgradeRequest("/ws/tracking/bk-own?api_key=pgt_" + String(repeating: "0", count: 64)),
-                                            status: 401, code: "unauthorized", "an unknown key")
+                try await ws.refusal("/ws/tracking/bk-x", bearer: admin.accessToken)
+                    .expect(status: 404, code: "not_found", "another tenant's booking")
+                try await ws.refusal("/ws/tracking/bk-x", apiKey: acme.apiKey)
+                    .expect(status: 404, code: "not_found", "another tenant's booking, device key")
+                let refusedNone = try await ws.refusal("/ws/tracking/bk-none", bearer: admin.accessToken)
+                refusedNone.expect(status: 404, code: "not_found", "a booking without a trip")
+                let refusedOther = try await ws.refusal("/ws/tracking/bk-x?access_token=\(admin.accessToken)")
+                #expect(refusedOther.message.object["message"] as? String
+                            == (refusedNone.message.object["message"] as? String)?.replacingOccurrences(of: "bk-none", with: "bk-x"),
+                        "another tenant's booking reads like a missing one: \(refusedOther.message) / \(refusedNone.message)")
+                try await ws.refusal("/ws?access_token=not-a-token").expect(status: 401, code: "unauthorized", "a bad token")
+                try await ws.refusal("/ws").expect(status: 401, code: "unauthorized", "no credentials")
+                try await ws.refusal("/ws/tracking/bk-own?api_key=pgt_" + String(repeating: "0", count: 64))
+                    .expect(status: 401, code: "unauthorized", "an unknown key")
+                try await ws.refusal("/ws/tracking/" + String(repeating: "x", count: 300), bearer: admin.accessToken)
+                    .expect(status: 404, code: "not_found", "a booking id that cannot exist")
+                try await ws.refusal("/socket.io/", bearer: admin.accessToken)
+                    .expect(status: 404, code: "not_found", "a path that is no WebSocket endpoint")
+                try await ws.refusal("/ws/rooms/x", bearer: admin.accessToken)
+                    .expect(status: 404, code: "not_found", "an unknown path under /ws")
 
                 // A trip on a device outside a scoped dispatcher's scope reads like a missing one.
                 let fleetVan = try await live.repository.createDevice(tenant: acme.tenant, name: "van-9", group: "vans", grade: 1)
                 #expect(try await TripAPI.accept(live, "bk-van", apiKey: fleetVan.1).status == 201)
                 let dispatcher = try await live.user(.dispatcher, in: acme.tenant, scope: .upTo(["trucks": 1_000]))
-                ValidationTests.expectError(try await live.upgradeRequest("/ws/tracking/bk-van", bearer: dispatcher.accessToken),
-                                            status: 404, code: "not_found", "a trip outside the dispatcher's scope")
+                try await ws.refusal("/ws/tracking/bk-van", bearer: dispatcher.accessToken)
+                    .expect(status: 404, code: "not_found", "a trip outside the dispatcher's scope")
 
-                // A real client sees the refusal as a failed upgrade.
-                let refusal = try await ws.refused("/ws/tracking/bk-x?access_token=\(admin.accessToken)")
-                #expect(refusal.contains("failed"), "\(refusal)")
-                _ = try await ws.refused("/ws?access_token=not-a-token")
-
-                // A plain GET with valid credentials: 426.
+                // A plain GET gets the JSON error with its HTTP status, or 426 when it was allowed.
+                ValidationTests.expectError(try await live.upgradeRequest("/ws/tracking/bk-x", bearer: admin.accessToken, upgrade: false),
+                                            status: 404, code: "not_found", "plain GET of another tenant's booking")
+                ValidationTests.expectError(try await live.upgradeRequest("/ws", upgrade: false),
+                                            status: 401, code: "unauthorized", "plain GET without credentials")
                 ValidationTests.expectError(try await live.upgradeRequest("/ws", bearer: admin.accessToken, upgrade: false),
                                             status: 426, code: "upgrade_required", "plain GET /ws")
                 ValidationTests.expectError(try await live.upgradeRequest("/ws/tracking/bk-own", apiKey: acme.apiKey, upgrade: false),
@@ -177,8 +180,9 @@ struct WebSocketAccessTests {
                 #expect(next.allSatisfy { $0.fixIndex == 21 }, "\(next)")
                 try await socket.expectQuiet("nothing of bk-van")
 
-                // A trip outside the scope is refused (its status code: see refusedUpgrades).
-                _ = try await ws.refused("/ws/tracking/bk-van?access_token=\(dispatcher.accessToken)")
+                // A trip outside the scope is refused like a missing one.
+                try await ws.refusal("/ws/tracking/bk-van?access_token=\(dispatcher.accessToken)")
+                    .expect(status: 404, code: "not_found", "a trip outside the scope")
                 let trip = try await ws.open("/ws/tracking/bk-truck", bearer: dispatcher.accessToken)
                 _ = try await trip.expect("joined", room: "booking:bk-truck")
             }

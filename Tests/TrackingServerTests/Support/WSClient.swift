@@ -147,19 +147,6 @@ final class WSConnection: Sendable {
         return connection
     }
 
-    /// Connects to `url` expecting the upgrade to be refused; returns how the client failed.
-    static func refused(url: String, headers: HTTPFields = [:], timeout: Duration = defaultTimeout) async throws -> String {
-        let connection = WSConnection(url: url)
-        connection.start(headers: headers)
-        let outcome = try await connection.inbox.wait(timeout: timeout, waitingFor: "the refusal of \(url)", endIsFine: true) { state -> String? in
-            if state.writer != nil { return "upgraded" }
-            return state.end
-        }
-        await connection.close()
-        if outcome == "upgraded" { throw WSClientError(description: "the upgrade of \(url) was accepted") }
-        return outcome
-    }
-
     private func start(headers: HTTPFields) {
         let inbox = self.inbox
         let url = self.url
@@ -303,9 +290,27 @@ final class WSSockets: Sendable {
         return socket
     }
 
-    /// Opens `path` expecting the upgrade to be refused.
-    func refused(_ path: String, apiKey: String? = nil, bearer: String? = nil) async throws -> String {
-        try await WSConnection.refused(url: wsBase + path, headers: Self.headers(apiKey: apiKey, bearer: bearer))
+    /// Opens `path` expecting a refusal: one `error` message, then the server's close.
+    func refusal(_ path: String, apiKey: String? = nil, bearer: String? = nil) async throws -> Refusal {
+        let socket = try await open(path, apiKey: apiKey, bearer: bearer)
+        let message = try await socket.next("the refusal of \(path)")
+        let closed = try await socket.closed()
+        return Refusal(message: message, code: closed.code, reason: closed.reason)
+    }
+
+    struct Refusal {
+        let message: WSMessage
+        let code: WebSocketErrorCode?
+        let reason: String?
+
+        /// The error message says `status` and `code`, and the close code is 4000 + status.
+        func expect(status: Int, code: String, _ comment: Comment, sourceLocation: SourceLocation = #_sourceLocation) {
+            #expect(message.type == "error" && message.object["status"] as? Int == status && message.code == code,
+                    "\(comment): \(message)", sourceLocation: sourceLocation)
+            #expect((message.object["message"] as? String)?.isEmpty == false, "\(comment): no message", sourceLocation: sourceLocation)
+            #expect(self.code == .unknown(UInt16(4000 + status)) && reason == code,
+                    "\(comment): closed with \(String(describing: self.code)) \(reason ?? "")", sourceLocation: sourceLocation)
+        }
     }
 
     static func headers(apiKey: String?, bearer: String?) -> HTTPFields {
