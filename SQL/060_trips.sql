@@ -13,8 +13,10 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
 $$;
 
 -- The JSON of a trip: status, times, route metadata and the last position. Shared by the REST
--- API and `status` events. An ongoing stationary spell longer than the stop time is listed as
--- a stop with "ongoing": true.
+-- API and `status` events. A stationary spell still open at the last point and longer than the
+-- stop time is listed as a stop: with "ongoing": true while the trip runs, as a closed one once
+-- it ended (the spell stays in the row, so points absorbed later extend it exactly as a
+-- recomputation would).
 CREATE OR REPLACE FUNCTION pgtrack_trip_json(t trips) RETURNS jsonb
 LANGUAGE sql STABLE PARALLEL SAFE AS $$
     SELECT jsonb_strip_nulls(jsonb_build_object(
@@ -47,13 +49,18 @@ LANGUAGE sql STABLE PARALLEL SAFE AS $$
         'stops', t.stops || CASE
                      WHEN t.spell_since IS NOT NULL AND t.last_fix_at - t.spell_since >= make_interval(secs => t.stop_seconds)
                      THEN jsonb_build_array(pgtrack_trip_stop_json(t.spell_location, t.spell_since, t.last_fix_at)
-                                            || '{"ongoing": true}'::jsonb)
+                                            || CASE WHEN t.status IN ('accepted', 'in_progress')
+                                                    THEN '{"ongoing": true}'::jsonb ELSE '{}'::jsonb END)
                      ELSE '[]'::jsonb END,
         'settings', jsonb_build_object('jitter_metres', t.jitter_metres, 'stop_radius_metres', t.stop_radius_metres,
                                        'stop_seconds', t.stop_seconds))
 $$;
 
 
+-- A trip's points are the positions of its device that name its booking, whenever they
+-- arrive: before the accept (absorbed by it), while it runs, and after it ended (a phone that
+-- was offline uploads its buffer late). The route queries read the same set.
+--
 -- Advances a trip's metadata over its points that come after the last one absorbed, in
 -- (fix_time, id) order; with p_rebuild, starts over from the first point (a late point arrived
 -- before the last one absorbed, or history was purged). One algorithm for both, so the running
@@ -182,6 +189,8 @@ BEGIN
           FROM tenants WHERE id = p_tenant
         ON CONFLICT DO NOTHING;
         IF FOUND THEN
+            -- Fixes that named this booking before it was accepted are its first points.
+            PERFORM pgtrack_trip_advance(p_tenant, p_booking, false);
             PERFORM pgtrack_trip_log_status(p_tenant, p_booking, NULL);
             SELECT * INTO t FROM trips WHERE tenant_id = p_tenant AND booking_id = p_booking;
             RETURN ROW('created', t.status, pgtrack_trip_json(t), NULL)::pgtrack_trip_outcome;
@@ -193,7 +202,7 @@ END
 $$;
 
 -- Ends a running trip: 'completed' (from in_progress) or 'cancelled' (from accepted or
--- in_progress). A stationary spell still open at the end is closed as a stop.
+-- in_progress). A stationary spell still open at the end is listed as a closed stop from then on.
 CREATE OR REPLACE FUNCTION pgtrack_trip_finish(p_tenant text, p_booking text, p_status text)
 RETURNS pgtrack_trip_outcome
 LANGUAGE plpgsql AS $$
@@ -218,11 +227,7 @@ BEGIN
     UPDATE trips SET
         status = p_status,
         completed_at = CASE WHEN p_status = 'completed' THEN now() END,
-        cancelled_at = CASE WHEN p_status = 'cancelled' THEN now() END,
-        stops = CASE WHEN spell_since IS NOT NULL AND last_fix_at - spell_since >= make_interval(secs => stop_seconds)
-                     THEN stops || jsonb_build_array(pgtrack_trip_stop_json(spell_location, spell_since, last_fix_at))
-                     ELSE stops END,
-        spell_location = NULL, spell_since = NULL
+        cancelled_at = CASE WHEN p_status = 'cancelled' THEN now() END
      WHERE tenant_id = p_tenant AND booking_id = p_booking
     RETURNING * INTO t;
     PERFORM pgtrack_trip_log_status(p_tenant, p_booking, previous);
@@ -245,8 +250,9 @@ CREATE TRIGGER positions_attach_trip BEFORE INSERT ON positions
     FOR EACH ROW WHEN (NEW.booking_id IS NULL) EXECUTE FUNCTION pgtrack_positions_attach_trip();
 
 -- After the positions are logged (the trigger named positions_after_insert fires first: AFTER
--- triggers run in name order), advance each running trip they belong to; the first point of
--- an accepted trip starts it. A point older than the last one absorbed rebuilds the trip.
+-- triggers run in name order), advance each trip they belong to, ended ones included; the
+-- first point of an accepted trip starts it. A point older than the last one absorbed rebuilds
+-- the trip.
 CREATE OR REPLACE FUNCTION pgtrack_positions_after_insert_trips() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -257,7 +263,7 @@ BEGIN
                t.last_fix_at IS NOT NULL AND bool_or((n.fix_time, n.id) <= (t.last_fix_at, t.last_position_id)) AS late
           FROM new_rows n
           JOIN trips t ON t.tenant_id = n.tenant_id AND t.booking_id = n.booking_id AND t.device_id = n.device_id
-         WHERE n.booking_id IS NOT NULL AND t.status IN ('accepted', 'in_progress')
+         WHERE n.booking_id IS NOT NULL
          GROUP BY t.tenant_id, t.booking_id, t.status, t.last_fix_at, t.last_position_id
          ORDER BY t.tenant_id, t.booking_id
     LOOP

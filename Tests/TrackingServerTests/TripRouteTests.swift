@@ -203,9 +203,9 @@ struct TripRouteTests {
     }
 
     /// A phone that buffered a fix while offline uploads it after the delivery was confirmed,
-    /// naming the booking. Whether or not the trip takes it in, its figures and its exported
-    /// route must describe the same fixes (README: "the figures always equal a recomputation").
-    @Test("after completion, a fix naming the booking: the trip's point_count and its route/points/GPX agree", .disabled("known bug: route/points include fixes naming the booking after the trip ended; metadata does not (issue 4 note)"))
+    /// naming the booking. The trip takes it in, and its figures and its exported route
+    /// describe the same fixes (README: "the figures always equal a recomputation").
+    @Test("after completion, a fix naming the booking joins the trip: point_count and route/points/GPX agree")
     func figuresAndRouteAgreeAfterCompletion() async throws {
         try await LiveNode.run { live in
             let setup = try await TestTenant.create(live.repository)
@@ -220,6 +220,8 @@ struct TripRouteTests {
 
             let trip = try await TripAPI.trip(live, "late-1", apiKey: setup.apiKey)
             let count = try #require(trip["point_count"] as? Int)
+            #expect(count == 11, "the buffered fix is the trip's 11th point: \(trip)")
+            #expect(trip["status"] as? String == "completed")
             let paged = try Self.json(try await live.get("/api/v1/tracking/late-1/points?limit=1000", apiKey: setup.apiKey))
             let route = try Self.json(try await live.get("/api/v1/tracking/late-1/route", apiKey: setup.apiKey))
             let routeCount = ((route["features"] as? [[String: Any]])?.first?["properties"] as? [String: Any])?["point_count"] as? Int
@@ -229,6 +231,26 @@ struct TripRouteTests {
             #expect(gpx.trackPoints.count == count, "the GPX has \(gpx.trackPoints.count) trkpt, the trip counts \(count)")
             #expect(isoDate(route["features"].flatMap { ($0 as? [[String: Any]])?.first?["properties"] as? [String: Any] }?["end"])
                     == isoDate(trip["last_fix_at"]), "the route ends where the trip's figures end")
+        }
+    }
+
+    /// A producer that names the booking on fixes it sends before the accept: they are the
+    /// trip's first points, and the trip still waits for a fix after the accept to start.
+    @Test("fixes naming a booking before its accept are absorbed by the accept; figures and route agree")
+    func fixesBeforeAccept() async throws {
+        try await LiveNode.run { live in
+            let setup = try await TestTenant.create(live.repository)
+            let points = Self.curve(base: TripClock.base())
+            try await live.postPositions(TrackPoint.array(Array(points[0..<3]), booking: "early-1"), apiKey: setup.apiKey, expecting: 3)
+            #expect(try await TripAPI.accept(live, "early-1", apiKey: setup.apiKey).status == 201)
+            var trip = try await TripAPI.trip(live, "early-1", apiKey: setup.apiKey)
+            #expect(trip["point_count"] as? Int == 3 && trip["status"] as? String == "accepted", "\(trip)")
+
+            try await TripAPI.post(live, Array(points[3..<6]), apiKey: setup.apiKey)
+            trip = try await TripAPI.trip(live, "early-1", apiKey: setup.apiKey)
+            #expect(trip["point_count"] as? Int == 6 && trip["status"] as? String == "in_progress", "\(trip)")
+            let paged = try Self.json(try await live.get("/api/v1/tracking/early-1/points?limit=1000", apiKey: setup.apiKey))
+            #expect((paged["points"] as? [Any])?.count == 6, "\(paged)")
         }
     }
 
