@@ -14,6 +14,13 @@ CREATE TRIGGER tenants_after_insert AFTER INSERT ON tenants
     REFERENCING NEW TABLE AS new_tenants
     FOR EACH STATEMENT EXECUTE FUNCTION pgtrack_tenants_after_insert();
 
+-- Kinds of events only a tenant's admins receive, on the admin channel and room (the Swift
+-- side names the same list: ChangeEvent.adminKinds).
+CREATE OR REPLACE FUNCTION pgtrack_admin_kinds() RETURNS text[]
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT ARRAY['cdc_lag']
+$$;
+
 -- ISO-8601 UTC with milliseconds, the time format of every JSON the service emits.
 CREATE OR REPLACE FUNCTION pgtrack_iso_time(t timestamptz) RETURNS text
 LANGUAGE sql STABLE PARALLEL SAFE AS $$
@@ -46,7 +53,9 @@ $$;
 -- Rings the doorbell for seqs (first_seq, last_seq] of one tenant that were just logged.
 -- Inline events carry their audience (device, group, grade) so a node filters each stream by
 -- its subscriber's scope without parsing the payload.
--- One NOTIFY on the tenant channel and one per booking touched, never one per row. Small
+-- One NOTIFY on the tenant channel and one per booking touched, never one per row; events only
+-- admins may see (pgtrack_admin_kinds: cdc_lag) also ring the tenant's admin channel. The
+-- tenant channel still names them, so its seqs stay contiguous; nodes drop them there. Small
 -- batches carry their events inline (the fast path); larger ones carry only the seq range and
 -- the listener reads the rows from change_log. pg_notify's limit is 8000 bytes.
 CREATE OR REPLACE FUNCTION pgtrack_notify_logged(p_tenant text, first_seq bigint, last_seq bigint)
@@ -59,7 +68,8 @@ DECLARE
     message      text;
 BEGIN
     FOR grp IN
-        SELECT NULL::text AS booking_id, min(seq) AS lo, max(seq) AS hi, count(*) AS n,
+        SELECT 'pgtrack.tenant.' || p_tenant AS channel, NULL::text AS booking_id,
+               min(seq) AS lo, max(seq) AS hi, count(*) AS n,
                CASE WHEN count(*) <= inline_rows THEN
                    jsonb_agg(jsonb_strip_nulls(jsonb_build_object('s', seq, 'k', kind, 'd', payload::text,
                                                        'v', device_id, 'g', device_group, 'r', device_grade)) ORDER BY seq)
@@ -67,7 +77,7 @@ BEGIN
           FROM change_log
          WHERE tenant_id = p_tenant AND seq > first_seq AND seq <= last_seq
         UNION ALL
-        SELECT booking_id, min(seq), max(seq), count(*),
+        SELECT 'pgtrack.booking.' || booking_id, booking_id, min(seq), max(seq), count(*),
                CASE WHEN count(*) <= inline_rows THEN
                    jsonb_agg(jsonb_strip_nulls(jsonb_build_object('s', seq, 'k', kind, 'd', payload::text,
                                                        'v', device_id, 'g', device_group, 'r', device_grade)) ORDER BY seq)
@@ -75,6 +85,13 @@ BEGIN
           FROM change_log
          WHERE tenant_id = p_tenant AND seq > first_seq AND seq <= last_seq AND booking_id IS NOT NULL
          GROUP BY booking_id
+        UNION ALL
+        SELECT 'pgtrack.admin.' || p_tenant, NULL, min(seq), max(seq), count(*),
+               CASE WHEN count(*) <= inline_rows THEN
+                   jsonb_agg(jsonb_build_object('s', seq, 'k', kind, 'd', payload::text) ORDER BY seq)
+               END
+          FROM change_log
+         WHERE tenant_id = p_tenant AND seq > first_seq AND seq <= last_seq AND kind = ANY (pgtrack_admin_kinds())
     LOOP
         CONTINUE WHEN grp.n = 0;
         message := jsonb_build_object('t', p_tenant, 'b', grp.booking_id, 'f', grp.lo, 'l', grp.hi,
@@ -83,10 +100,7 @@ BEGIN
             message := jsonb_build_object('t', p_tenant, 'b', grp.booking_id, 'f', grp.lo, 'l', grp.hi,
                                           'n', grp.n)::text;
         END IF;
-        PERFORM pg_notify(
-            CASE WHEN grp.booking_id IS NULL THEN 'pgtrack.tenant.' || p_tenant
-                 ELSE 'pgtrack.booking.' || grp.booking_id END,
-            message);
+        PERFORM pg_notify(grp.channel, message);
     END LOOP;
 END
 $$;

@@ -19,6 +19,9 @@ public struct ChangeEvent: Sendable, Equatable {
     /// The kind delivered on a user topic: what the user may see may have changed; re-read it.
     /// Its seq is the user's new scope version (0 when unknown, -1 when the user was deleted).
     public static let scopeRecheck = "scope_recheck"
+
+    /// Kinds only a tenant's admins receive, on the admin topic (SQL: pgtrack_admin_kinds()).
+    public static let adminKinds: Set<String> = ["cdc_lag"]
 }
 
 /// The payload of a NOTIFY from `pgtrack_notify_logged` (SQL/020_change_log.sql).

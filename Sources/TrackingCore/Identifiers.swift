@@ -47,15 +47,31 @@ public struct BookingID: Hashable, Sendable, CustomStringConvertible {
 /// the doorbell payload carries the tenant, and the listener drops rings of other tenants.
 ///
 /// A user topic carries no events of the log: it rings when what that user may see changes.
+/// An admin topic carries the tenant's events that only admins receive (`ChangeEvent.adminKinds`).
 public enum BusTopic: Hashable, Sendable, CustomStringConvertible {
     case tenant(TenantID)
     case booking(TenantID, BookingID)
     case user(TenantID, UUID)
+    case admin(TenantID)
 
     public var tenant: TenantID {
         switch self {
-        case .tenant(let tenant), .booking(let tenant, _), .user(let tenant, _): return tenant
+        case .tenant(let tenant), .booking(let tenant, _), .user(let tenant, _), .admin(let tenant): return tenant
         }
+    }
+
+    /// Whether the topic gets only some of its tenant's seqs, so a gap in them is not a missed ring.
+    public var isSparse: Bool {
+        switch self {
+        case .booking, .admin: return true
+        case .tenant, .user: return false
+        }
+    }
+
+    /// Whether an event of `kind` goes to this topic's subscribers: admin kinds only to admin topics.
+    public func carries(_ kind: String) -> Bool {
+        if case .admin = self { return ChangeEvent.adminKinds.contains(kind) }
+        return !ChangeEvent.adminKinds.contains(kind)
     }
 
     public var booking: BookingID? {
@@ -69,6 +85,7 @@ public enum BusTopic: Hashable, Sendable, CustomStringConvertible {
         case .booking(_, let booking): return "pgtrack.booking.\(booking.rawValue)"
         // A UUID's text form is strictly hex and dashes: safe inside LISTEN "…".
         case .user(_, let user): return "pgtrack.user.\(user.uuidString.lowercased())"
+        case .admin(let tenant): return "pgtrack.admin.\(tenant.rawValue)"
         }
     }
 
@@ -77,6 +94,7 @@ public enum BusTopic: Hashable, Sendable, CustomStringConvertible {
         case .tenant(let tenant): return "tenant \(tenant)"
         case .booking(let tenant, let booking): return "booking \(booking) of tenant \(tenant)"
         case .user(let tenant, let user): return "user \(user.uuidString.lowercased()) of tenant \(tenant)"
+        case .admin(let tenant): return "admin events of tenant \(tenant)"
         }
     }
 }

@@ -51,6 +51,7 @@ public func buildApplication(
     SnapshotRoutes(authenticator: authenticator, snapshots: snapshots).register(on: router)
     StreamRoutes(repository: repository, authenticator: authenticator, hub: hub, snapshots: snapshots).register(on: router)
     HealthRoutes(repository: repository, listener: listener, hub: hub).register(on: router)
+    SyncRoutes(repository: repository, authenticator: authenticator).register(on: router)
 
     // WebSocket upgrades have their own router; plain GETs of the same paths reach `router`.
     var socketSettings = WebSocketSession.Settings()
@@ -72,7 +73,8 @@ public func buildApplication(
     app.addServices(
         client, listener, hub,
         PartitionMaintenance(repository: repository, daysBack: configuration.partitionDaysBack,
-                             daysAhead: configuration.partitionDaysAhead, logger: logger))
+                             daysAhead: configuration.partitionDaysAhead, logger: logger),
+        SyncUpkeep(repository: repository, lagInterval: configuration.cdcLagInterval, logger: logger))
     return (app, TrackingNode(repository: repository, listener: listener, hub: hub, snapshots: snapshots, tokens: tokens,
                               registration: registration))
 }

@@ -22,8 +22,17 @@ struct HealthRoutes {
         let subscribers: Int
         let channelsListened: Int
         let notificationQueueUsage: Double?
+        /// The worst CDC lag status over every tenant's synced tables, and how many have data.
+        /// A lagging sync feed does not make the node unhealthy: streams still work.
+        let cdcLag: CDCLag?
+
+        struct CDCLag: Encodable {
+            let status: String
+            let tables: Int
+        }
 
         enum CodingKeys: String, CodingKey {
+            case cdcLag = "cdc_lag"
             case status, database, databaseError = "database_error", listenerConnected = "listener_connected"
             case listenerReconnects = "listener_reconnects", subscribers, channelsListened = "channels_listened"
             case notificationQueueUsage = "notification_queue_usage"
@@ -35,11 +44,12 @@ struct HealthRoutes {
         var databaseError: String?
         do { usage = try await repository.notificationQueueUsage() } catch { databaseError = describeDatabaseError(error) }
         let listenerStatus = await listener.status
+        let cdcLag = try? await repository.worstSyncLag()
         let healthy = usage != nil && listenerStatus.connected
         return Report(status: healthy ? "ok" : "degraded", database: usage != nil, databaseError: databaseError,
                       listenerConnected: listenerStatus.connected, listenerReconnects: listenerStatus.reconnects,
                       subscribers: hub.subscriberCount, channelsListened: listenerStatus.topics,
-                      notificationQueueUsage: usage)
+                      notificationQueueUsage: usage, cdcLag: cdcLag.map { .init(status: $0.status, tables: $0.tables) })
     }
 
     @Sendable func health(request: Request, context: AppRequestContext) async throws -> Response {

@@ -40,6 +40,12 @@ struct StreamFeed: Sendable {
             throw APIError.notFound("\(topic) does not exist")
         }
         let reasonField = reason.map { #","reason":"\#($0)""# } ?? ""
+        if case .admin(let tenant) = topic {
+            // An admin room holds no positions; it opens with the current replication lag.
+            let lag = try await repository.syncLag(tenant: tenant)
+            try await emit(snapshot.seq, type, #"{"type":"\#(type)","seq":\#(snapshot.seq)\#(reasonField),"cdc_lag":\#(lag)}"#)
+            return snapshot.seq
+        }
         try await emit(snapshot.seq, type, #"{"type":"\#(type)","seq":\#(snapshot.seq)\#(reasonField),"positions":\#(snapshot.positionsJSON(filter))}"#)
         return snapshot.seq
     }
@@ -126,6 +132,7 @@ extension BusTopic {
         case .tenant(let tenant): return "tenant:\(tenant.rawValue)"
         case .booking(_, let booking): return "booking:\(booking.rawValue)"
         case .user(_, let user): return "user:\(user.uuidString.lowercased())"
+        case .admin(let tenant): return "admin:\(tenant.rawValue)"
         }
     }
 }

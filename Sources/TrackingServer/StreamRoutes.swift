@@ -16,6 +16,16 @@ struct StreamRoutes {
     func register(on router: Router<AppRequestContext>) {
         router.get("/api/v1/stream", use: tenantStream)
         router.get("/api/v1/bookings/:id/stream", use: bookingStream)
+        router.get("/api/v1/admin/stream", use: adminStream)
+    }
+
+    /// The tenant's admin-only events (`cdc_lag` every 5 s): admins only.
+    @Sendable func adminStream(request: Request, context: AppRequestContext) async throws -> Response {
+        let principal = try await authenticator.authenticate(request, allowQueryCredentials: true)
+        guard case .user(let user) = principal, user.role == .admin else {
+            throw APIError.forbidden("The admin stream is for admins.")
+        }
+        return try await stream(.admin(principal.tenant), for: principal, request: request, context: context)
     }
 
     @Sendable func tenantStream(request: Request, context: AppRequestContext) async throws -> Response {

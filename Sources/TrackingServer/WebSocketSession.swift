@@ -10,7 +10,7 @@ import TrackingStore
 /// shared hub (the same fan-out as SSE), each room opened like an SSE stream (snapshot, or
 /// replay with `resume`), de-duplicated by seq and filtered by what the viewer may see.
 ///
-/// Client → server: `{"action":"join","room":"tenant:<id>"|"booking:<id>"|"device:<id>"}`,
+/// Client → server: `{"action":"join","room":"tenant:<id>"|"booking:<id>"|"device:<id>"|"admin:<id>"}`,
 /// `{"action":"resume","room":…,"since":<seq>}`, `{"action":"leave","room":…}`,
 /// `{"action":"ping"}`. Server → client: every message is an object with `type` and, for
 /// room traffic, `room`: `joined`, `left`, `snapshot`/`reset`, the events (`location_update`,
@@ -241,7 +241,7 @@ struct WebSocketSession {
     /// another tenant cannot be told from one that does not exist.
     private func resolve(_ name: String, viewer: StreamFilter) async throws -> (BusTopic, UUID?) {
         let tenant = admission.principal.tenant
-        let refused = RoomError(room: name, message: "unknown room or not allowed; rooms are tenant:<id>, booking:<id> and device:<id>")
+        let refused = RoomError(room: name, message: "unknown room or not allowed; rooms are tenant:<id>, booking:<id>, device:<id> and (admins) admin:<id>")
         guard let colon = name.firstIndex(of: ":") else { throw refused }
         let kind = name[..<colon]
         let id = String(name[name.index(after: colon)...])
@@ -252,6 +252,10 @@ struct WebSocketSession {
         case "booking":
             guard let booking = BookingID(id) else { throw refused }
             return (.booking(tenant, booking), nil)
+        case "admin":
+            // Admin events (cdc_lag) are for the tenant's admins; the role is checked at join.
+            guard id == tenant.rawValue, case .user(let user) = admission.principal, user.role == .admin else { throw refused }
+            return (.admin(tenant), nil)
         case "device":
             guard let device = UUID(uuidString: id), id == id.lowercased(),
                   let record = try await repository.device(device, tenant: tenant), viewer.allows(record.audience)

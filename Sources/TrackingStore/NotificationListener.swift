@@ -186,7 +186,7 @@ public actor NotificationListener: Service {
         guard doorbell.tenant == topic.tenant.rawValue, let cursor = topics[topic]?.cursor else { return }
         guard doorbell.last > cursor else { return }  // already delivered (e.g. during catch-up)
         // On a tenant topic seqs are contiguous: a first seq past cursor + 1 means a missed ring.
-        let contiguous = topic.booking != nil || doorbell.first <= cursor + 1
+        let contiguous = topic.isSparse || doorbell.first <= cursor + 1
         if contiguous, let inline = doorbell.events, inline.count == doorbell.count {
             deliver(inline.filter { $0.seq > cursor }, to: topic)
         } else {
@@ -202,15 +202,22 @@ public actor NotificationListener: Service {
             guard let cursor = topics[topic]?.cursor else { return }
             let fresh = page.filter { $0.seq > cursor }
             deliver(fresh, to: topic)
-            guard let last = page.last, page.count == 1_000 else { return }
+            guard let last = page.last, page.count == 1_000 else {
+                // Read through `through`: the log holds nothing more for this topic up to there
+                // (the events it does not carry were filtered out by the read).
+                if let through, through > (topics[topic]?.cursor ?? .max) { topics[topic]?.cursor = through }
+                return
+            }
             position = last.seq
         }
     }
 
+    /// Delivers what the topic carries; the cursor moves past the rest too.
     private func deliver(_ events: [ChangeEvent], to topic: BusTopic) {
         guard let last = events.last else { return }
         topics[topic]?.cursor = last.seq
-        sink.deliver(events, to: topic)
+        let carried = events.filter { topic.carries($0.kind) }
+        if !carried.isEmpty { sink.deliver(carried, to: topic) }
     }
 
     // MARK: Connection supervision

@@ -201,6 +201,12 @@ public struct TrackingRepository: Sendable {
         try await withTenant(topic.tenant) { connection in
             let rows: PostgresRowSequence
             switch topic {
+            case .admin(let tenant):
+                // Admin rooms carry no positions: only the head the stream opens at.
+                rows = try await connection.query("""
+                    SELECT last_seq, NULL::uuid, NULL::text, NULL::int4, NULL::text
+                      FROM change_log_heads WHERE tenant_id = \(tenant.rawValue)
+                    """, logger: logger)
             case .tenant(let tenant), .user(let tenant, _):
                 rows = try await connection.query("""
                     SELECT h.last_seq, lp.device_id, d.group_name, d.grade,
@@ -261,15 +267,18 @@ public struct TrackingRepository: Sendable {
         let upper = through ?? Int64.max
         let bookingFilter: String?
         switch topic {
-        case .tenant: bookingFilter = nil
+        case .tenant, .admin: bookingFilter = nil
         case .booking(_, let booking): bookingFilter = booking.rawValue
         case .user: return []
         }
+        // Admin kinds go to the admin topic only, everything else never does.
+        let admin: Bool = if case .admin = topic { true } else { false }
         return try await withTenant(topic.tenant) { connection in
             let rows = try await connection.query("""
                 SELECT seq, kind, payload::text, device_id, device_group, device_grade FROM change_log
                  WHERE tenant_id = \(topic.tenant.rawValue) AND seq > \(after) AND seq <= \(upper)
                    AND (\(bookingFilter)::text IS NULL OR booking_id = \(bookingFilter))
+                   AND (kind = ANY (pgtrack_admin_kinds())) = \(admin)
                  ORDER BY seq LIMIT \(limit)
                 """, logger: logger)
             var events: [ChangeEvent] = []

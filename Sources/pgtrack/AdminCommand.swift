@@ -8,7 +8,7 @@ import TrackingStore
 struct Admin: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Administrative tasks: tenants, devices and users.",
-        subcommands: [CreateTenant.self, CreateDevice.self, CreateUser.self])
+        subcommands: [CreateTenant.self, CreateDevice.self, CreateUser.self, CreateSyncKey.self])
 
     struct CreateTenant: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
@@ -142,6 +142,47 @@ struct CreatedTenant: Encodable {
     let tenantID: String
     let name: String
     enum CodingKeys: String, CodingKey { case tenantID = "tenant_id", name }
+}
+
+extension Admin {
+    struct CreateSyncKey: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "create-sync-key",
+            abstract: "Create an API key that may only post CDC change events (POST /api/v1/sync/changes); prints it once as JSON.")
+        @Option(help: "Tenant id.") var tenant: String
+        @Option(help: "What feeds with it (e.g. debezium-orders).") var name = "sync"
+        @OptionGroup var database: DatabaseOptions
+
+        func validate() throws {
+            guard TenantID(tenant) != nil else { throw ValidationError("--tenant must be \(TenantID.rule)") }
+            guard (1...100).contains(name.count) else { throw ValidationError("--name must be 1–100 characters") }
+        }
+
+        func run() async throws {
+            Pgtrack.bootstrapLogging()
+            let logger = Logger(label: "pgtrack")
+            let tenantID = TenantID(tenant)!
+            let (settings, startedCluster) = try await database.resolve(logger: logger)
+            defer { try? startedCluster?.stop() }
+            let name = self.name
+            let created = try await runAdmin(settings, logger: logger) { repository in
+                try await repository.createSyncKey(tenant: tenantID, name: name)
+            }
+            guard let created else {
+                throw ValidationError("tenant \(tenantID) does not exist; create it first with `pgtrack admin create-tenant`")
+            }
+            print(try jsonLine(CreatedSyncKey(keyID: created.id.uuidString.lowercased(), tenantID: tenantID.rawValue,
+                                              name: name, apiKey: created.apiKey)))
+        }
+    }
+}
+
+struct CreatedSyncKey: Encodable {
+    let keyID: String
+    let tenantID: String
+    let name: String
+    let apiKey: String
+    enum CodingKeys: String, CodingKey { case keyID = "key_id", tenantID = "tenant_id", name, apiKey = "api_key" }
 }
 
 struct CreatedDevice: Encodable {

@@ -21,6 +21,7 @@ struct Serve: AsyncParsableCommand {
     var minBroadcastInterval: Double = 0
     @Option(help: "Seconds between WebSocket pings; a socket that misses a pong is closed.") var wsPingSeconds = 30
     @Option(help: "Seconds a WebSocket may stay in no room before it is closed.") var wsIdleSeconds = 60
+    @Option(help: "Seconds between cdc_lag events in each tenant's admin room.") var cdcLagSeconds: Double = 5
     @OptionGroup var database: DatabaseOptions
 
     func validate() throws {
@@ -37,6 +38,9 @@ struct Serve: AsyncParsableCommand {
         }
         guard (1...3_600).contains(wsPingSeconds), (1...86_400).contains(wsIdleSeconds) else {
             throw ValidationError("--ws-ping-seconds must be 1–3600 and --ws-idle-seconds 1–86400")
+        }
+        guard cdcLagSeconds.isFinite, (0.1...3_600).contains(cdcLagSeconds) else {
+            throw ValidationError("--cdc-lag-seconds must be 0.1–3600")
         }
     }
 
@@ -61,7 +65,8 @@ struct Serve: AsyncParsableCommand {
                 maxFutureSkewSeconds: maxFutureSkew, clientBufferSize: clientBuffer, jwtSecret: secret.secret,
                 accessTokenSeconds: accessTokenSeconds, refreshTokenDays: refreshTokenDays,
                 minBroadcastInterval: minBroadcastInterval > 0 ? .milliseconds(Int64(minBroadcastInterval * 1_000)) : nil,
-                webSocketPingSeconds: wsPingSeconds, webSocketIdleSeconds: wsIdleSeconds)
+                webSocketPingSeconds: wsPingSeconds, webSocketIdleSeconds: wsIdleSeconds,
+                cdcLagInterval: .milliseconds(Int64(cdcLagSeconds * 1_000)))
             let (app, _) = try await buildApplication(configuration: configuration, database: settings, logger: logger)
             try await app.runService()  // SIGINT/SIGTERM shut down gracefully: streams close, then services stop
         } catch {

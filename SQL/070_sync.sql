@@ -1,0 +1,387 @@
+-- Applying CDC change events to the sync tables (Migrations/0004_sync.sql), in SQL so any
+-- tool that can run SQL can feed them: pgtrack_sync_apply(tenant, event) for one event,
+-- pgtrack_sync_apply_batch(tenant, events, dead_letter) for what POST /api/v1/sync/changes
+-- receives. Events are Debezium envelopes, with or without the {"schema", "payload"} wrapper.
+
+-- The names of the sync tables: the only targets dynamic SQL ever names.
+CREATE OR REPLACE FUNCTION pgtrack_sync_tables() RETURNS text[]
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT ARRAY['accounts', 'customers', 'products', 'orders', 'users']
+$$;
+
+-- An event error: SQLSTATE 22023 with a message that says what to fix.
+CREATE OR REPLACE FUNCTION pgtrack_sync_reject(message text) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION '%', message USING ERRCODE = 'invalid_parameter_value';
+END
+$$;
+
+-- The position of a change in its source, from Debezium's `source` block: sortable numbers and
+-- a readable text. PostgreSQL gives `lsn`; MySQL `file`, `pos` and `row` (and maybe `gtid`).
+CREATE OR REPLACE FUNCTION pgtrack_sync_position(src jsonb, OUT pos numeric[], OUT pos_text text)
+LANGUAGE plpgsql IMMUTABLE AS $$
+DECLARE
+    lsn bigint;
+BEGIN
+    IF jsonb_typeof(src -> 'lsn') = 'number' THEN
+        lsn := (src ->> 'lsn')::bigint;
+        pos := ARRAY[lsn::numeric];
+        pos_text := upper(to_hex(lsn >> 32)) || '/' || upper(to_hex(lsn & 4294967295));
+    ELSIF jsonb_typeof(src -> 'file') = 'string' AND jsonb_typeof(src -> 'pos') = 'number' THEN
+        pos := ARRAY[coalesce(substring(src ->> 'file' FROM '([0-9]+)$')::numeric, 0), (src ->> 'pos')::numeric,
+                     coalesce((src ->> 'row')::numeric, 0)];
+        pos_text := (src ->> 'file') || ':' || (src ->> 'pos') || coalesce(':' || (src ->> 'row'), '');
+    END IF;
+    IF jsonb_typeof(src -> 'gtid') = 'string' THEN
+        pos_text := concat_ws(' ', pos_text, 'gtid ' || (src ->> 'gtid'));
+    END IF;
+END
+$$;
+
+-- Whether a change at (pos, ts) comes after the one stored at (old_pos, old_ts): by source
+-- position when both have one and they differ, else by source time. Equal is not newer: a
+-- redelivered event is skipped.
+CREATE OR REPLACE FUNCTION pgtrack_sync_newer(pos numeric[], ts timestamptz, old_pos numeric[], old_ts timestamptz)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE WHEN pos IS NOT NULL AND old_pos IS NOT NULL AND pos <> old_pos THEN pos > old_pos
+                ELSE ts > old_ts END
+$$;
+
+-- Applies one change event to its sync table. Returns what happened ('applied', 'skipped' as
+-- older than or equal to what is stored, 'ignored' for a tombstone) and where, without
+-- touching sync_state (the callers count). Raises SQLSTATE 22023 for an event it cannot apply.
+CREATE OR REPLACE FUNCTION pgtrack_sync_apply_one(p_tenant text, p_event jsonb,
+    OUT outcome text, OUT target text, OUT source_table text, OUT pos numeric[], OUT pos_text text, OUT ts timestamptz)
+LANGUAGE plpgsql AS $$
+DECLARE
+    e jsonb := p_event;
+    op text;
+    src jsonb;
+    key_column text;
+    image jsonb;
+    key jsonb;
+    ts_ms numeric;
+    done integer;
+BEGIN
+    -- Kafka tombstones (a null value) follow deletes for log compaction: nothing to apply.
+    IF e IS NULL OR jsonb_typeof(e) = 'null' THEN
+        outcome := 'ignored';
+        RETURN;
+    END IF;
+    IF jsonb_typeof(e) <> 'object' THEN
+        PERFORM pgtrack_sync_reject('an event is a JSON object (a Debezium envelope), not ' || jsonb_typeof(e));
+    END IF;
+    IF e ? 'payload' AND (e ? 'schema' OR NOT e ? 'op') THEN
+        e := e -> 'payload';
+        IF jsonb_typeof(e) = 'null' THEN
+            outcome := 'ignored';
+            RETURN;
+        END IF;
+        IF jsonb_typeof(e) <> 'object' THEN
+            PERFORM pgtrack_sync_reject('payload: must be the envelope object');
+        END IF;
+    END IF;
+
+    op := e ->> 'op';
+    IF op IS NULL OR op NOT IN ('c', 'u', 'd', 'r') THEN
+        PERFORM pgtrack_sync_reject(CASE WHEN op IS NULL THEN 'op: is required (c, u, d or r)'
+                                         WHEN op = 't' THEN 'op: truncate events (t) are not applied; delete the rows instead'
+                                         ELSE 'op: must be c, u, d or r, not ' || left(op, 20) END);
+    END IF;
+    src := e -> 'source';
+    IF jsonb_typeof(src) IS DISTINCT FROM 'object' THEN
+        PERFORM pgtrack_sync_reject('source: is required (the Debezium source block with table and ts_ms)');
+    END IF;
+    source_table := src ->> 'table';
+    IF source_table IS NULL OR source_table = '' THEN
+        PERFORM pgtrack_sync_reject('source.table: is required');
+    END IF;
+
+    SELECT m.target_table, m.key_column INTO target, key_column
+      FROM sync.table_mappings m WHERE m.tenant_id = p_tenant AND m.source_table = pgtrack_sync_apply_one.source_table;
+    IF NOT FOUND THEN
+        IF source_table = ANY (pgtrack_sync_tables()) THEN
+            target := source_table;
+            key_column := 'id';
+        ELSE
+            PERFORM pgtrack_sync_reject(format('source.table: no sync table for %s; sync tables are %s, or map it with PUT /api/v1/sync/mappings',
+                                               left(source_table, 100), array_to_string(pgtrack_sync_tables(), ', ')));
+        END IF;
+    END IF;
+
+    ts_ms := CASE WHEN jsonb_typeof(src -> 'ts_ms') = 'number' THEN (src ->> 'ts_ms')::numeric
+                  WHEN jsonb_typeof(e -> 'ts_ms') = 'number' THEN (e ->> 'ts_ms')::numeric END;
+    IF ts_ms IS NULL OR ts_ms < 0 OR ts_ms > 32503680000000 THEN
+        PERFORM pgtrack_sync_reject('source.ts_ms: is required, in milliseconds since 1970');
+    END IF;
+    ts := to_timestamp(ts_ms / 1000.0);
+    SELECT p.pos, p.pos_text INTO pos, pos_text FROM pgtrack_sync_position(src) p;
+
+    image := CASE WHEN op = 'd' THEN e -> 'before' ELSE e -> 'after' END;
+    IF jsonb_typeof(image) IS DISTINCT FROM 'object' THEN
+        PERFORM pgtrack_sync_reject(CASE WHEN op = 'd' THEN 'before: a delete needs the row before (at least its key)'
+                                         ELSE 'after: a create, update or read needs the row after' END);
+    END IF;
+    key := image -> key_column;
+    IF key IS NULL OR jsonb_typeof(key) NOT IN ('string', 'number') OR length(key #>> '{}') NOT BETWEEN 1 AND 200 THEN
+        PERFORM pgtrack_sync_reject(format('%s.%s: the primary key is required (a string or number of 1 to 200 characters)',
+                                           CASE WHEN op = 'd' THEN 'before' ELSE 'after' END, key_column));
+    END IF;
+
+    -- One statement: insert, or overwrite only when newer. A delete leaves a tombstone that
+    -- keeps the last image, so a late update (older position) cannot bring the row back.
+    EXECUTE format($sql$
+        INSERT INTO sync.%I AS r (tenant_id, id, data, deleted, source_position, source_position_text, source_ts,
+                                  applied_at, deleted_at)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, now(), CASE WHEN $4 THEN now() END)
+        ON CONFLICT (tenant_id, id) DO UPDATE SET
+            data = CASE WHEN excluded.deleted THEN r.data ELSE excluded.data END,
+            deleted = excluded.deleted,
+            source_position = excluded.source_position,
+            source_position_text = excluded.source_position_text,
+            source_ts = excluded.source_ts,
+            applied_at = excluded.applied_at,
+            deleted_at = excluded.deleted_at
+        WHERE pgtrack_sync_newer(excluded.source_position, excluded.source_ts, r.source_position, r.source_ts)
+        RETURNING 1
+        $sql$, target)
+        INTO done
+        USING p_tenant, key #>> '{}', image, op = 'd', pos, pos_text, ts;
+    outcome := CASE WHEN done = 1 THEN 'applied' ELSE 'skipped' END;
+END
+$$;
+
+-- Counts what a batch did to one table: the newest change applied, applied/skipped/errors.
+CREATE OR REPLACE FUNCTION pgtrack_sync_count(p_tenant text, p_table text, p_pos numeric[], p_pos_text text,
+    p_ts timestamptz, p_applied bigint, p_skipped bigint, p_errors bigint, p_error text)
+RETURNS void
+LANGUAGE sql AS $$
+    INSERT INTO sync.sync_state AS s (tenant_id, table_name, last_source_position, last_source_position_text,
+                                      last_source_ts, last_applied_at, events_applied, events_skipped, errors,
+                                      last_error, last_error_at)
+    VALUES (p_tenant, p_table, p_pos, p_pos_text, p_ts, CASE WHEN p_applied > 0 THEN now() END,
+            p_applied, p_skipped, p_errors, p_error, CASE WHEN p_error IS NOT NULL THEN now() END)
+    ON CONFLICT (tenant_id, table_name) DO UPDATE SET
+        last_source_position = CASE WHEN p_ts IS NOT NULL AND (s.last_source_ts IS NULL OR
+                                         pgtrack_sync_newer(p_pos, p_ts, s.last_source_position, s.last_source_ts))
+                                    THEN p_pos ELSE s.last_source_position END,
+        last_source_position_text = CASE WHEN p_ts IS NOT NULL AND (s.last_source_ts IS NULL OR
+                                         pgtrack_sync_newer(p_pos, p_ts, s.last_source_position, s.last_source_ts))
+                                    THEN p_pos_text ELSE s.last_source_position_text END,
+        last_source_ts = CASE WHEN p_ts IS NOT NULL AND (s.last_source_ts IS NULL OR
+                                   pgtrack_sync_newer(p_pos, p_ts, s.last_source_position, s.last_source_ts))
+                              THEN p_ts ELSE s.last_source_ts END,
+        last_applied_at = CASE WHEN p_applied > 0 THEN now() ELSE s.last_applied_at END,
+        events_applied = s.events_applied + p_applied,
+        events_skipped = s.events_skipped + p_skipped,
+        errors = s.errors + p_errors,
+        last_error = coalesce(p_error, s.last_error),
+        last_error_at = CASE WHEN p_error IS NOT NULL THEN now() ELSE s.last_error_at END
+$$;
+
+-- Applies one change event and counts it: the function for tools that speak SQL.
+CREATE OR REPLACE FUNCTION pgtrack_sync_apply(p_tenant text, p_event jsonb) RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+    r record;
+BEGIN
+    SELECT * INTO r FROM pgtrack_sync_apply_one(p_tenant, p_event);
+    IF r.target IS NOT NULL THEN
+        PERFORM pgtrack_sync_count(p_tenant, r.target, CASE WHEN r.outcome = 'applied' THEN r.pos END, r.pos_text,
+                                   CASE WHEN r.outcome = 'applied' THEN r.ts END,
+                                   (r.outcome = 'applied')::int, (r.outcome = 'skipped')::int, 0, NULL);
+    END IF;
+    RETURN r.outcome;
+END
+$$;
+
+-- Applies a batch (a JSON array of events, or one event) in the caller's transaction, in order,
+-- and counts once per table. A bad event either fails the whole batch (SQLSTATE 22023, the
+-- message starting with "event <index>: "), or with p_dead_letter goes to sync.dead_letters with
+-- its reason while the others apply. Returns one row per event.
+CREATE OR REPLACE FUNCTION pgtrack_sync_apply_batch(p_tenant text, p_events jsonb, p_dead_letter boolean)
+RETURNS TABLE (index integer, outcome text, target_table text, error text)
+LANGUAGE plpgsql AS $$
+DECLARE
+    events jsonb := CASE WHEN jsonb_typeof(p_events) = 'array' THEN p_events ELSE jsonb_build_array(p_events) END;
+    event jsonb;
+    r record;
+    r_pos numeric[];
+    r_pos_text text;
+    r_ts timestamptz;
+    counts jsonb := '{}';
+    message text;
+    state text;
+    tbl text;
+    mapped text;
+BEGIN
+    FOR i IN 0 .. jsonb_array_length(events) - 1 LOOP
+        event := events -> i;
+        index := i;
+        error := NULL;
+        BEGIN
+            SELECT * INTO r FROM pgtrack_sync_apply_one(p_tenant, event);
+            outcome := r.outcome;
+            target_table := r.target;
+            r_pos := r.pos;
+            r_pos_text := r.pos_text;
+            r_ts := r.ts;
+        EXCEPTION WHEN OTHERS THEN
+            GET STACKED DIAGNOSTICS message = MESSAGE_TEXT, state = RETURNED_SQLSTATE;
+            IF NOT p_dead_letter THEN
+                RAISE EXCEPTION 'event %: %', i, message USING ERRCODE = state;
+            END IF;
+            -- Which table it was meant for, when that much can be read.
+            tbl := coalesce(event #>> '{payload,source,table}', event #>> '{source,table}');
+            SELECT m.target_table INTO mapped FROM sync.table_mappings m WHERE m.tenant_id = p_tenant AND m.source_table = tbl;
+            mapped := coalesce(mapped, CASE WHEN tbl = ANY (pgtrack_sync_tables()) THEN tbl END);
+            INSERT INTO sync.dead_letters (tenant_id, source_table, target_table, reason, event)
+            VALUES (p_tenant, left(tbl, 200), mapped, message, event);
+            outcome := 'dead_lettered';
+            target_table := mapped;
+            error := message;
+            r_pos := NULL;
+            r_pos_text := NULL;
+            r_ts := NULL;
+        END;
+        IF target_table IS NOT NULL THEN
+            counts := jsonb_set(counts, ARRAY[target_table], coalesce(counts -> target_table, '{"applied":0,"skipped":0,"errors":0}')
+                || jsonb_build_object(
+                    'applied', coalesce((counts #>> ARRAY[target_table, 'applied'])::bigint, 0) + (outcome = 'applied')::int,
+                    'skipped', coalesce((counts #>> ARRAY[target_table, 'skipped'])::bigint, 0) + (outcome = 'skipped')::int,
+                    'errors', coalesce((counts #>> ARRAY[target_table, 'errors'])::bigint, 0) + (outcome = 'dead_lettered')::int)
+                || CASE WHEN outcome = 'dead_lettered' THEN jsonb_build_object('error', error) ELSE '{}' END
+                || CASE WHEN outcome = 'applied' AND (counts #> ARRAY[target_table, 'ts'] IS NULL OR pgtrack_sync_newer(
+                            r_pos, r_ts,
+                            (SELECT array_agg(x::numeric) FROM jsonb_array_elements_text(counts #> ARRAY[target_table, 'pos']) x),
+                            (counts #>> ARRAY[target_table, 'ts'])::timestamptz))
+                        THEN jsonb_build_object('pos', to_jsonb(r_pos), 'pos_text', r_pos_text, 'ts', r_ts)
+                        ELSE '{}' END);
+        END IF;
+        RETURN NEXT;
+    END LOOP;
+    FOR tbl IN SELECT jsonb_object_keys(counts) LOOP
+        PERFORM pgtrack_sync_count(p_tenant, tbl,
+            (SELECT array_agg(x::numeric) FROM jsonb_array_elements_text(counts #> ARRAY[tbl, 'pos']) x),
+            counts #>> ARRAY[tbl, 'pos_text'], (counts #>> ARRAY[tbl, 'ts'])::timestamptz,
+            (counts #>> ARRAY[tbl, 'applied'])::bigint, (counts #>> ARRAY[tbl, 'skipped'])::bigint,
+            (counts #>> ARRAY[tbl, 'errors'])::bigint, counts #>> ARRAY[tbl, 'error']);
+    END LOOP;
+END
+$$;
+
+-- Health of a table's replication lag (seconds): healthy < 2 <= warning < 5 <= degraded < 10 <= critical.
+CREATE OR REPLACE FUNCTION pgtrack_sync_lag_status(lag_seconds double precision) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE WHEN lag_seconds IS NULL THEN 'no_data'
+                WHEN lag_seconds < 2 THEN 'healthy'
+                WHEN lag_seconds < 5 THEN 'warning'
+                WHEN lag_seconds < 10 THEN 'degraded'
+                ELSE 'critical' END
+$$;
+
+-- The lag of every sync table of a tenant (all five; 'no_data' before the first event), as of
+-- p_now: lag = p_now - source time of the newest change applied.
+CREATE OR REPLACE FUNCTION pgtrack_sync_lag(p_tenant text, p_now timestamptz DEFAULT now())
+RETURNS TABLE (table_name text, lag_seconds double precision, status text, last_source_ts timestamptz,
+               last_source_position text, last_applied_at timestamptz, events_applied bigint, events_skipped bigint,
+               errors bigint, last_error text, last_error_at timestamptz)
+LANGUAGE sql STABLE AS $$
+    SELECT t.name, l.lag, pgtrack_sync_lag_status(l.lag), s.last_source_ts, s.last_source_position_text,
+           s.last_applied_at, coalesce(s.events_applied, 0), coalesce(s.events_skipped, 0), coalesce(s.errors, 0),
+           s.last_error, s.last_error_at
+      FROM unnest(pgtrack_sync_tables()) WITH ORDINALITY AS t(name, n)
+      LEFT JOIN sync.sync_state s ON s.tenant_id = p_tenant AND s.table_name = t.name
+      CROSS JOIN LATERAL (SELECT CASE WHEN s.last_source_ts IS NOT NULL
+                                      THEN greatest(extract(epoch FROM p_now - s.last_source_ts)::float8, 0) END AS lag) l
+     ORDER BY t.n
+$$;
+
+-- The worst status of a set: critical > degraded > warning > healthy > no_data.
+CREATE OR REPLACE FUNCTION pgtrack_sync_worst(statuses text[]) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT coalesce((SELECT s FROM unnest(statuses) s
+                      ORDER BY array_position(ARRAY['critical', 'degraded', 'warning', 'healthy', 'no_data'], s) LIMIT 1),
+                    'no_data')
+$$;
+
+-- Logs a `cdc_lag` event for every tenant that has sync state, at most once per p_period across
+-- all nodes (each node's timer calls this; the first one in a period logs, the others find the
+-- tick taken). Returns how many events it logged.
+CREATE OR REPLACE FUNCTION pgtrack_sync_log_lag(p_period interval) RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    tenant text;
+    logged integer := 0;
+    tables jsonb;
+BEGIN
+    FOR tenant IN SELECT DISTINCT s.tenant_id FROM sync.sync_state s ORDER BY 1 LOOP
+        INSERT INTO sync.lag_ticks AS k (tenant_id, logged_at) VALUES (tenant, now())
+        ON CONFLICT (tenant_id) DO UPDATE SET logged_at = excluded.logged_at
+            WHERE k.logged_at <= excluded.logged_at - p_period;
+        CONTINUE WHEN NOT FOUND;
+        SELECT jsonb_agg(jsonb_strip_nulls(jsonb_build_object(
+                   'table', l.table_name, 'lag_seconds', round(l.lag_seconds::numeric, 3)::float8, 'status', l.status,
+                   'last_source_ts', pgtrack_iso_time(l.last_source_ts), 'events_applied', l.events_applied,
+                   'events_skipped', l.events_skipped, 'errors', l.errors)))
+          INTO tables FROM pgtrack_sync_lag(tenant) l;
+        PERFORM pgtrack_log_event(tenant, 'cdc_lag', NULL, NULL, jsonb_build_object(
+            'status', pgtrack_sync_worst(ARRAY(SELECT t ->> 'status' FROM jsonb_array_elements(tables) t)),
+            'at', pgtrack_iso_time(now()), 'tables', tables));
+        logged := logged + 1;
+    END LOOP;
+    RETURN logged;
+END
+$$;
+
+-- Forgets tombstones older than each tenant's sync_tombstone_days. Returns how many.
+CREATE OR REPLACE FUNCTION pgtrack_sync_forget_tombstones() RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    t text;
+    n bigint;
+    total bigint := 0;
+BEGIN
+    FOREACH t IN ARRAY pgtrack_sync_tables() LOOP
+        EXECUTE format('DELETE FROM sync.%I r USING tenants tn WHERE tn.id = r.tenant_id AND r.deleted
+                          AND r.deleted_at < now() - make_interval(days => tn.sync_tombstone_days)', t);
+        GET DIAGNOSTICS n = ROW_COUNT;
+        total := total + n;
+    END LOOP;
+    RETURN total;
+END
+$$;
+
+-- The JSON of a sync row for the REST API, from to_jsonb(row): the source id and row, the
+-- bookkeeping, and for customers the location as latitude/longitude and the geofence radius.
+CREATE OR REPLACE FUNCTION pgtrack_sync_row_json(r jsonb) RETURNS jsonb
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT jsonb_strip_nulls(jsonb_build_object(
+               'id', r ->> 'id',
+               'deleted', CASE WHEN (r ->> 'deleted')::boolean THEN true END,
+               'deleted_at', pgtrack_iso_time((r ->> 'deleted_at')::timestamptz),
+               'source_position', r ->> 'source_position_text',
+               'source_ts', pgtrack_iso_time((r ->> 'source_ts')::timestamptz),
+               'applied_at', pgtrack_iso_time((r ->> 'applied_at')::timestamptz),
+               'location', CASE WHEN r ->> 'location' IS NOT NULL THEN
+                               (SELECT jsonb_build_object('latitude', round(ST_Y(g)::numeric, 7)::float8,
+                                                          'longitude', round(ST_X(g)::numeric, 7)::float8)
+                                  FROM (SELECT ST_GeomFromEWKB(decode(r ->> 'location', 'hex')) AS g) x) END,
+               'geofence_radius_metres', (r ->> 'geofence_radius_metres')::float8))
+           || jsonb_build_object('data', r -> 'data')
+$$;
+
+-- Live rows and tombstones of one sync table of a tenant.
+CREATE OR REPLACE FUNCTION pgtrack_sync_counts(p_tenant text, p_table text, OUT live bigint, OUT dead bigint)
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    IF NOT p_table = ANY (pgtrack_sync_tables()) THEN
+        RAISE EXCEPTION 'no sync table %', p_table USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    EXECUTE format('SELECT count(*) FILTER (WHERE NOT deleted), count(*) FILTER (WHERE deleted) FROM sync.%I WHERE tenant_id = $1',
+                   p_table)
+        INTO live, dead USING p_tenant;
+END
+$$;
