@@ -63,7 +63,6 @@ DECLARE
     image jsonb;
     key jsonb;
     ts_ms numeric;
-    done integer;
 BEGIN
     -- Kafka tombstones (a null value) follow deletes for log compaction: nothing to apply.
     IF e IS NULL OR jsonb_typeof(e) = 'null' THEN
@@ -130,8 +129,23 @@ BEGIN
                                            CASE WHEN op = 'd' THEN 'before' ELSE 'after' END, key_column));
     END IF;
 
-    -- One statement: insert, or overwrite only when newer. A delete leaves a tombstone that
-    -- keeps the last image, so a late update (older position) cannot bring the row back.
+    outcome := pgtrack_sync_write(p_tenant, target, key #>> '{}', image, op = 'd', pos, pos_text, ts);
+END
+$$;
+
+-- Writes one change to a sync table: insert, or overwrite only when newer, in one statement.
+-- A delete leaves a tombstone that keeps the last image, so a late update (older position)
+-- cannot bring the row back. Returns 'applied' or 'skipped'.
+CREATE OR REPLACE FUNCTION pgtrack_sync_write(p_tenant text, p_target text, p_id text, p_image jsonb, p_deleted boolean,
+    p_pos numeric[], p_pos_text text, p_ts timestamptz)
+RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+    done integer;
+BEGIN
+    IF NOT p_target = ANY (pgtrack_sync_tables()) THEN
+        PERFORM pgtrack_sync_reject('no sync table ' || p_target);
+    END IF;
     EXECUTE format($sql$
         INSERT INTO sync.%I AS r (tenant_id, id, data, deleted, source_position, source_position_text, source_ts,
                                   applied_at, deleted_at)
@@ -146,10 +160,10 @@ BEGIN
             deleted_at = excluded.deleted_at
         WHERE pgtrack_sync_newer(excluded.source_position, excluded.source_ts, r.source_position, r.source_ts)
         RETURNING 1
-        $sql$, target)
+        $sql$, p_target)
         INTO done
-        USING p_tenant, key #>> '{}', image, op = 'd', pos, pos_text, ts;
-    outcome := CASE WHEN done = 1 THEN 'applied' ELSE 'skipped' END;
+        USING p_tenant, p_id, p_image, p_deleted, p_pos, p_pos_text, p_ts;
+    RETURN CASE WHEN done = 1 THEN 'applied' ELSE 'skipped' END;
 END
 $$;
 
@@ -383,5 +397,61 @@ BEGIN
     EXECUTE format('SELECT count(*) FILTER (WHERE NOT deleted), count(*) FILTER (WHERE deleted) FROM sync.%I WHERE tenant_id = $1',
                    p_table)
         INTO live, dead USING p_tenant;
+END
+$$;
+
+-- Native logical replication: a subscription fills a landing table that has the source
+-- table's schema-qualified name and columns; this trigger forwards each replicated change to a
+-- sync table, keyed by a column of the row. ENABLE ALWAYS makes it fire in the subscription's
+-- apply worker too. The source time is the apply time (the commit time of the source is not
+-- visible here), so the lag of such a table is ~0: watch pg_stat_subscription for the
+-- replication's own lag. Arguments: tenant, target sync table, key column.
+CREATE OR REPLACE FUNCTION pgtrack_sync_landing_trigger() RETURNS trigger
+LANGUAGE plpgsql
+-- Apply workers run with an empty search_path; pgtrack's functions and PostGIS live in public.
+SET search_path = public, pg_temp
+AS $$
+DECLARE
+    tenant text := TG_ARGV[0];
+    target text := TG_ARGV[1];
+    key_column text := TG_ARGV[2];
+    image jsonb := to_jsonb(CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END);
+    ts timestamptz := clock_timestamp();
+    outcome text;
+BEGIN
+    IF TG_OP = 'UPDATE' AND to_jsonb(OLD) -> key_column IS DISTINCT FROM image -> key_column THEN
+        -- The key changed: the old row is gone from the source.
+        PERFORM pgtrack_sync_write(tenant, target, to_jsonb(OLD) ->> key_column, to_jsonb(OLD), true, NULL, NULL, ts);
+    END IF;
+    outcome := pgtrack_sync_write(tenant, target, image ->> key_column, image, TG_OP = 'DELETE', NULL,
+                                  'logical replication', ts);
+    PERFORM pgtrack_sync_count(tenant, target, NULL, 'logical replication', CASE WHEN outcome = 'applied' THEN ts END,
+                               (outcome = 'applied')::int, (outcome = 'skipped')::int, 0, NULL);
+    RETURN CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END;
+END
+$$;
+
+-- Attaches a landing table to a sync table for one tenant (see pgtrack_sync_landing_trigger).
+CREATE OR REPLACE FUNCTION pgtrack_sync_attach_landing(p_tenant text, p_landing regclass, p_target text,
+                                                       p_key_column text DEFAULT 'id')
+RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF NOT p_target = ANY (pgtrack_sync_tables()) THEN
+        RAISE EXCEPTION 'no sync table %; sync tables are %', p_target, array_to_string(pgtrack_sync_tables(), ', ')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM 1 FROM tenants WHERE id = p_tenant;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'tenant % does not exist', p_tenant USING ERRCODE = 'foreign_key_violation';
+    END IF;
+    PERFORM 1 FROM pg_attribute WHERE attrelid = p_landing AND attname = p_key_column AND NOT attisdropped AND attnum > 0;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION '% has no column %', p_landing, p_key_column USING ERRCODE = 'undefined_column';
+    END IF;
+    EXECUTE format('DROP TRIGGER IF EXISTS pgtrack_sync_landing ON %s', p_landing);
+    EXECUTE format('CREATE TRIGGER pgtrack_sync_landing BEFORE INSERT OR UPDATE OR DELETE ON %s FOR EACH ROW '
+                   'EXECUTE FUNCTION pgtrack_sync_landing_trigger(%L, %L, %L)', p_landing, p_tenant, p_target, p_key_column);
+    EXECUTE format('ALTER TABLE %s ENABLE ALWAYS TRIGGER pgtrack_sync_landing', p_landing);
 END
 $$;
