@@ -42,11 +42,14 @@ $$;
 -- Whether a change at (pos, ts) comes after the one stored at (old_pos, old_ts): by source
 -- position when both have one and they differ, else by source time. Equal is not newer: a
 -- redelivered event is skipped.
+-- (PL/pgSQL so that the upsert that calls it once per event does not re-plan it each time.)
 CREATE OR REPLACE FUNCTION pgtrack_sync_newer(pos numeric[], ts timestamptz, old_pos numeric[], old_ts timestamptz)
 RETURNS boolean
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT CASE WHEN pos IS NOT NULL AND old_pos IS NOT NULL AND pos <> old_pos THEN pos > old_pos
-                ELSE ts > old_ts END
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
+BEGIN
+    RETURN CASE WHEN pos IS NOT NULL AND old_pos IS NOT NULL AND pos <> old_pos THEN pos > old_pos
+                ELSE ts > old_ts END;
+END
 $$;
 
 -- Applies one change event to its sync table. Returns what happened ('applied', 'skipped' as
@@ -221,6 +224,7 @@ LANGUAGE plpgsql AS $$
 DECLARE
     events jsonb := CASE WHEN jsonb_typeof(p_events) = 'array' THEN p_events ELSE jsonb_build_array(p_events) END;
     event jsonb;
+    i integer;
     r record;
     r_pos numeric[];
     r_pos_text text;
@@ -231,58 +235,62 @@ DECLARE
     tbl text;
     mapped text;
 BEGIN
-    FOR i IN 0 .. jsonb_array_length(events) - 1 LOOP
-        event := events -> i;
-        index := i;
-        error := NULL;
-        BEGIN
-            SELECT * INTO r FROM pgtrack_sync_apply_one(p_tenant, event);
+    BEGIN
+        -- Iterate the elements once: `events -> i` in a loop would copy the whole array each time.
+        FOR event, i IN SELECT e.value, e.n - 1 FROM jsonb_array_elements(events) WITH ORDINALITY AS e(value, n) LOOP
+            index := i;
+            error := NULL;
+            IF NOT p_dead_letter THEN
+                -- No subtransaction per event: the first error fails the batch (caught below, once).
+                SELECT * INTO r FROM pgtrack_sync_apply_one(p_tenant, event);
+            ELSE
+                BEGIN
+                    SELECT * INTO r FROM pgtrack_sync_apply_one(p_tenant, event);
+                EXCEPTION WHEN OTHERS THEN
+                    GET STACKED DIAGNOSTICS message = MESSAGE_TEXT;
+                    -- Which table it was meant for, when that much can be read.
+                    tbl := coalesce(event #>> '{payload,source,table}', event #>> '{source,table}');
+                    SELECT m.target_table INTO mapped FROM sync.table_mappings m WHERE m.tenant_id = p_tenant AND m.source_table = tbl;
+                    mapped := coalesce(mapped, CASE WHEN tbl = ANY (pgtrack_sync_tables()) THEN tbl END);
+                    INSERT INTO sync.dead_letters (tenant_id, source_table, target_table, reason, event)
+                    VALUES (p_tenant, left(tbl, 200), mapped, message, event);
+                    error := message;
+                    SELECT 'dead_lettered' AS outcome, mapped AS target, NULL::numeric[] AS pos, NULL::text AS pos_text,
+                           NULL::timestamptz AS ts INTO r;
+                END;
+            END IF;
             outcome := r.outcome;
             target_table := r.target;
             r_pos := r.pos;
             r_pos_text := r.pos_text;
             r_ts := r.ts;
-        EXCEPTION WHEN OTHERS THEN
-            GET STACKED DIAGNOSTICS message = MESSAGE_TEXT, state = RETURNED_SQLSTATE;
-            IF NOT p_dead_letter THEN
-                RAISE EXCEPTION 'event %: %', i, message USING ERRCODE = state;
+            IF target_table IS NOT NULL THEN
+                counts := jsonb_set(counts, ARRAY[target_table], coalesce(counts -> target_table, '{"applied":0,"skipped":0,"errors":0}')
+                    || jsonb_build_object(
+                        'applied', coalesce((counts #>> ARRAY[target_table, 'applied'])::bigint, 0) + (outcome = 'applied')::int,
+                        'skipped', coalesce((counts #>> ARRAY[target_table, 'skipped'])::bigint, 0) + (outcome = 'skipped')::int,
+                        'errors', coalesce((counts #>> ARRAY[target_table, 'errors'])::bigint, 0) + (outcome = 'dead_lettered')::int)
+                    || CASE WHEN outcome = 'dead_lettered' THEN jsonb_build_object('error', error) ELSE '{}' END
+                    || CASE WHEN outcome = 'applied' AND (counts #> ARRAY[target_table, 'ts'] IS NULL OR pgtrack_sync_newer(
+                                r_pos, r_ts,
+                                (SELECT array_agg(x::numeric) FROM jsonb_array_elements_text(counts #> ARRAY[target_table, 'pos']) x),
+                                (counts #>> ARRAY[target_table, 'ts'])::timestamptz))
+                            THEN jsonb_build_object('pos', to_jsonb(r_pos), 'pos_text', r_pos_text, 'ts', r_ts)
+                            ELSE '{}' END);
             END IF;
-            -- Which table it was meant for, when that much can be read.
-            tbl := coalesce(event #>> '{payload,source,table}', event #>> '{source,table}');
-            SELECT m.target_table INTO mapped FROM sync.table_mappings m WHERE m.tenant_id = p_tenant AND m.source_table = tbl;
-            mapped := coalesce(mapped, CASE WHEN tbl = ANY (pgtrack_sync_tables()) THEN tbl END);
-            INSERT INTO sync.dead_letters (tenant_id, source_table, target_table, reason, event)
-            VALUES (p_tenant, left(tbl, 200), mapped, message, event);
-            outcome := 'dead_lettered';
-            target_table := mapped;
-            error := message;
-            r_pos := NULL;
-            r_pos_text := NULL;
-            r_ts := NULL;
-        END;
-        IF target_table IS NOT NULL THEN
-            counts := jsonb_set(counts, ARRAY[target_table], coalesce(counts -> target_table, '{"applied":0,"skipped":0,"errors":0}')
-                || jsonb_build_object(
-                    'applied', coalesce((counts #>> ARRAY[target_table, 'applied'])::bigint, 0) + (outcome = 'applied')::int,
-                    'skipped', coalesce((counts #>> ARRAY[target_table, 'skipped'])::bigint, 0) + (outcome = 'skipped')::int,
-                    'errors', coalesce((counts #>> ARRAY[target_table, 'errors'])::bigint, 0) + (outcome = 'dead_lettered')::int)
-                || CASE WHEN outcome = 'dead_lettered' THEN jsonb_build_object('error', error) ELSE '{}' END
-                || CASE WHEN outcome = 'applied' AND (counts #> ARRAY[target_table, 'ts'] IS NULL OR pgtrack_sync_newer(
-                            r_pos, r_ts,
-                            (SELECT array_agg(x::numeric) FROM jsonb_array_elements_text(counts #> ARRAY[target_table, 'pos']) x),
-                            (counts #>> ARRAY[target_table, 'ts'])::timestamptz))
-                        THEN jsonb_build_object('pos', to_jsonb(r_pos), 'pos_text', r_pos_text, 'ts', r_ts)
-                        ELSE '{}' END);
-        END IF;
-        RETURN NEXT;
-    END LOOP;
-    FOR tbl IN SELECT jsonb_object_keys(counts) LOOP
-        PERFORM pgtrack_sync_count(p_tenant, tbl,
-            (SELECT array_agg(x::numeric) FROM jsonb_array_elements_text(counts #> ARRAY[tbl, 'pos']) x),
-            counts #>> ARRAY[tbl, 'pos_text'], (counts #>> ARRAY[tbl, 'ts'])::timestamptz,
-            (counts #>> ARRAY[tbl, 'applied'])::bigint, (counts #>> ARRAY[tbl, 'skipped'])::bigint,
-            (counts #>> ARRAY[tbl, 'errors'])::bigint, counts #>> ARRAY[tbl, 'error']);
-    END LOOP;
+            RETURN NEXT;
+        END LOOP;
+        FOR tbl IN SELECT jsonb_object_keys(counts) LOOP
+            PERFORM pgtrack_sync_count(p_tenant, tbl,
+                (SELECT array_agg(x::numeric) FROM jsonb_array_elements_text(counts #> ARRAY[tbl, 'pos']) x),
+                counts #>> ARRAY[tbl, 'pos_text'], (counts #>> ARRAY[tbl, 'ts'])::timestamptz,
+                (counts #>> ARRAY[tbl, 'applied'])::bigint, (counts #>> ARRAY[tbl, 'skipped'])::bigint,
+                (counts #>> ARRAY[tbl, 'errors'])::bigint, counts #>> ARRAY[tbl, 'error']);
+        END LOOP;
+    EXCEPTION WHEN OTHERS THEN
+        GET STACKED DIAGNOSTICS message = MESSAGE_TEXT, state = RETURNED_SQLSTATE;
+        RAISE EXCEPTION 'event %: %', i, message USING ERRCODE = state;
+    END;
 END
 $$;
 
@@ -454,4 +462,19 @@ BEGIN
                    'EXECUTE FUNCTION pgtrack_sync_landing_trigger(%L, %L, %L)', p_landing, p_tenant, p_target, p_key_column);
     EXECUTE format('ALTER TABLE %s ENABLE ALWAYS TRIGGER pgtrack_sync_landing', p_landing);
 END
+$$;
+
+-- Geofences come from the synced customers: a customer's location and radius as the source has
+-- them now, so a customer moved in the source moves its geofence with the next change event.
+-- The customers of a tenant whose geofence contains `p_location` (radius default p_default_radius
+-- metres when the source gives none), nearest first.
+CREATE OR REPLACE FUNCTION pgtrack_customer_geofences_at(p_tenant text, p_location geography,
+                                                         p_default_radius double precision DEFAULT 100)
+RETURNS TABLE (customer_id text, name text, distance_metres double precision, radius_metres double precision)
+LANGUAGE sql STABLE AS $$
+    SELECT c.id, c.name, ST_Distance(c.location, p_location), coalesce(c.geofence_radius_metres, p_default_radius)
+      FROM sync.customers c
+     WHERE c.tenant_id = p_tenant AND NOT c.deleted AND c.location IS NOT NULL
+       AND ST_DWithin(c.location, p_location, coalesce(c.geofence_radius_metres, p_default_radius))
+     ORDER BY ST_Distance(c.location, p_location), c.id
 $$;
