@@ -24,6 +24,8 @@ BEGIN
     DELETE FROM latest_positions WHERE device_id = p_device AND tenant_id = p_tenant;
     DELETE FROM positions WHERE device_id = p_device AND tenant_id = p_tenant;
     GET DIAGNOSTICS deleted = ROW_COUNT;
+    -- Compacted history goes too; the rollups follow when their refresh meets the `purged` event.
+    DELETE FROM position_tracks WHERE device_id = p_device AND tenant_id = p_tenant;
     -- The device's trips lost their points: their metadata starts over (from nothing).
     PERFORM pgtrack_trip_advance(tenant_id, booking_id, true) FROM trips WHERE device_id = p_device AND tenant_id = p_tenant;
     RETURN pgtrack_log_event(p_tenant, 'purged', p_device, NULL,

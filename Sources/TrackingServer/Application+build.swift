@@ -16,7 +16,7 @@ public struct TrackingNode: Sendable {
 }
 
 /// Builds the HTTP application and its services: the Postgres pool, the listener, the fan-out
-/// hub (heartbeats) and partition maintenance. The caller runs it (`runService()` or tests).
+/// hub (heartbeats) and the maintenance pass (partitions, rollups, retention). The caller runs it (`runService()` or tests).
 public func buildApplication(
     configuration: ServerConfiguration,
     database: DatabaseConnectionSettings,
@@ -72,8 +72,9 @@ public func buildApplication(
         logger: logger)
     app.addServices(
         client, listener, hub,
-        PartitionMaintenance(repository: repository, daysBack: configuration.partitionDaysBack,
-                             daysAhead: configuration.partitionDaysAhead, logger: logger),
+        MaintenanceService(maintenance: Maintenance(client: client, logger: logger), daysBack: configuration.partitionDaysBack,
+                           daysAhead: configuration.partitionDaysAhead, interval: configuration.maintenanceInterval,
+                           logger: logger),
         SyncUpkeep(repository: repository, lagInterval: configuration.cdcLagInterval, logger: logger))
     return (app, TrackingNode(repository: repository, listener: listener, hub: hub, snapshots: snapshots, tokens: tokens,
                               registration: registration))

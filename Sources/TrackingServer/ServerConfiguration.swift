@@ -29,12 +29,15 @@ public struct ServerConfiguration: Sendable {
     public var webSocketIdleSeconds: Int
     /// How often each tenant's `cdc_lag` event is logged for its admin room.
     public var cdcLagInterval: Duration
+    /// How often the maintenance pass runs (rollups, partitions, retention).
+    public var maintenanceInterval: Duration
 
     public init(host: String = "127.0.0.1", port: Int = 8080, partitionDaysBack: Int = 30, partitionDaysAhead: Int = 7,
                 maxFutureSkewSeconds: Double = 300, clientBufferSize: Int = 2_048, heartbeatSeconds: Int = 15,
                 jwtSecret: String = JWTSecret.generate(), accessTokenSeconds: Int = 900, refreshTokenDays: Int = 30,
                 bcryptCost: UInt8 = 12, minBroadcastInterval: Duration? = nil, webSocketPingSeconds: Int = 30,
-                webSocketIdleSeconds: Int = 60, cdcLagInterval: Duration = .seconds(5)) {
+                webSocketIdleSeconds: Int = 60, cdcLagInterval: Duration = .seconds(5),
+                maintenanceInterval: Duration = .seconds(60)) {
         self.host = host
         self.port = port
         self.partitionDaysBack = partitionDaysBack
@@ -50,6 +53,7 @@ public struct ServerConfiguration: Sendable {
         self.webSocketPingSeconds = webSocketPingSeconds
         self.webSocketIdleSeconds = webSocketIdleSeconds
         self.cdcLagInterval = cdcLagInterval
+        self.maintenanceInterval = maintenanceInterval
     }
 
     var positionValidator: PositionValidator {

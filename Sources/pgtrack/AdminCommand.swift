@@ -7,8 +7,9 @@ import TrackingStore
 
 struct Admin: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Administrative tasks: tenants, devices and users.",
-        subcommands: [CreateTenant.self, CreateDevice.self, CreateUser.self, CreateSyncKey.self])
+        abstract: "Administrative tasks: tenants, devices, users, sync keys and analysts.",
+        subcommands: [CreateTenant.self, CreateDevice.self, CreateUser.self, CreateSyncKey.self, CreateAnalyst.self,
+                      DropAnalyst.self])
 
     struct CreateTenant: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
@@ -197,7 +198,7 @@ struct CreatedDevice: Encodable {
     }
 }
 
-private func jsonLine(_ value: some Encodable) throws -> String {
+func jsonLine(_ value: some Encodable) throws -> String {
     let encoder = JSONEncoder()
     encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
     return String(decoding: try encoder.encode(value), as: UTF8.self)

@@ -22,6 +22,8 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Seconds between WebSocket pings; a socket that misses a pong is closed.") var wsPingSeconds = 30
     @Option(help: "Seconds a WebSocket may stay in no room before it is closed.") var wsIdleSeconds = 60
     @Option(help: "Seconds between cdc_lag events in each tenant's admin room.") var cdcLagSeconds: Double = 5
+    @Option(help: "Seconds between maintenance passes (rollups, partitions ahead, retention; one node at a time).")
+    var maintenanceSeconds: Double = 60
     @OptionGroup var database: DatabaseOptions
 
     func validate() throws {
@@ -41,6 +43,9 @@ struct Serve: AsyncParsableCommand {
         }
         guard cdcLagSeconds.isFinite, (0.1...3_600).contains(cdcLagSeconds) else {
             throw ValidationError("--cdc-lag-seconds must be 0.1–3600")
+        }
+        guard maintenanceSeconds.isFinite, (1...86_400).contains(maintenanceSeconds) else {
+            throw ValidationError("--maintenance-seconds must be 1–86400")
         }
     }
 
@@ -66,7 +71,8 @@ struct Serve: AsyncParsableCommand {
                 accessTokenSeconds: accessTokenSeconds, refreshTokenDays: refreshTokenDays,
                 minBroadcastInterval: minBroadcastInterval > 0 ? .milliseconds(Int64(minBroadcastInterval * 1_000)) : nil,
                 webSocketPingSeconds: wsPingSeconds, webSocketIdleSeconds: wsIdleSeconds,
-                cdcLagInterval: .milliseconds(Int64(cdcLagSeconds * 1_000)))
+                cdcLagInterval: .milliseconds(Int64(cdcLagSeconds * 1_000)),
+                maintenanceInterval: .milliseconds(Int64(maintenanceSeconds * 1_000)))
             let (app, _) = try await buildApplication(configuration: configuration, database: settings, logger: logger)
             try await app.runService()  // SIGINT/SIGTERM shut down gracefully: streams close, then services stop
         } catch {

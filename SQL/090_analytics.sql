@@ -1,0 +1,164 @@
+-- Schema analytics: documented views for analysts' SQL, readable by the pgtrack_analyst role
+-- and nothing else. The views belong to pgtrack_analytics, which reads the base tables under
+-- the analytics_read policies below: the rows of the tenant mapped to the analyst who runs the
+-- query. Re-created on every change of SQL/ (views cannot drop columns in place).
+
+-- The tenant of the analyst logged in to this session (session_user: a SET ROLE does not
+-- change it), or NULL for anyone who is not an analyst. SECURITY DEFINER so analysts need no
+-- access to analyst_accounts.
+CREATE OR REPLACE FUNCTION pgtrack_analyst_tenant() RETURNS text
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, public AS $$
+    SELECT tenant_id FROM analyst_accounts WHERE role_name = session_user
+$$;
+
+-- Creates an analyst login role for one tenant: member of pgtrack_analyst, bounded statement
+-- time and connections. Raises unique_violation when the role exists.
+CREATE OR REPLACE FUNCTION pgtrack_create_analyst(p_tenant text, p_role text, p_password text)
+RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF p_role !~ '^[a-z_][a-z0-9_]{0,62}$' THEN
+        RAISE EXCEPTION 'analyst role name must be lowercase letters, digits and _ (at most 63), starting with a letter or _'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM tenants WHERE id = p_tenant) THEN
+        RAISE EXCEPTION 'tenant % does not exist', p_tenant USING ERRCODE = 'foreign_key_violation';
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = p_role) THEN
+        RAISE EXCEPTION 'role % already exists', p_role USING ERRCODE = 'unique_violation';
+    END IF;
+    EXECUTE format('CREATE ROLE %I LOGIN PASSWORD %L CONNECTION LIMIT 10 IN ROLE pgtrack_analyst', p_role, p_password);
+    EXECUTE format('ALTER ROLE %I SET statement_timeout = %L', p_role, '5min');
+    EXECUTE format('ALTER ROLE %I SET default_transaction_read_only = on', p_role);
+    INSERT INTO analyst_accounts (role_name, tenant_id) VALUES (p_role, p_tenant);
+END
+$$;
+
+-- Removes an analyst role and its mapping. Returns false when there was no such analyst.
+CREATE OR REPLACE FUNCTION pgtrack_drop_analyst(p_role text) RETURNS boolean
+LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM analyst_accounts WHERE role_name = p_role;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    EXECUTE format('DROP ROLE IF EXISTS %I', p_role);
+    RETURN true;
+END
+$$;
+
+-- What the view owner may read, and which rows.
+GRANT USAGE ON SCHEMA sync TO pgtrack_analytics;
+GRANT USAGE, CREATE ON SCHEMA analytics TO pgtrack_analytics;
+GRANT SELECT ON tenants, devices, positions, latest_positions, trips, rollup_device_hourly, rollup_device_daily,
+                position_tracks, sync.sync_state
+   TO pgtrack_analytics;
+DO $$
+DECLARE
+    t text;
+BEGIN
+    FOREACH t IN ARRAY ARRAY['devices', 'positions', 'latest_positions', 'trips', 'rollup_device_hourly',
+                             'rollup_device_daily', 'position_tracks', 'sync.sync_state'] LOOP
+        EXECUTE format('DROP POLICY IF EXISTS analytics_read ON %s', t);
+        EXECUTE format('CREATE POLICY analytics_read ON %s FOR SELECT TO pgtrack_analytics '
+                       'USING (tenant_id = (SELECT pgtrack_analyst_tenant()))', t);
+    END LOOP;
+END
+$$;
+DROP POLICY IF EXISTS analytics_read ON tenants;
+CREATE POLICY analytics_read ON tenants FOR SELECT TO pgtrack_analytics USING (id = (SELECT pgtrack_analyst_tenant()));
+
+DROP VIEW IF EXISTS analytics.latest_positions, analytics.positions, analytics.trips, analytics.device_hourly_stats,
+                    analytics.device_daily_stats, analytics.device_tracks, analytics.sync_lag;
+
+-- The newest fix of every device, GeoJSON-ready: `feature` is a GeoJSON Feature, so
+-- jsonb_build_object('type','FeatureCollection','features', jsonb_agg(feature)) is a map layer.
+CREATE VIEW analytics.latest_positions AS
+SELECT lp.tenant_id, lp.device_id, d.name AS device_name, d.group_name, lp.booking_id, lp.fix_time, lp.received_at,
+       ST_Y(lp.location::geometry) AS latitude, ST_X(lp.location::geometry) AS longitude,
+       lp.speed, lp.heading, lp.altitude, lp.accuracy, lp.battery, lp.attributes, lp.location,
+       jsonb_build_object('type', 'Feature', 'geometry', ST_AsGeoJSON(lp.location, 6)::jsonb,
+                          'properties', jsonb_strip_nulls(jsonb_build_object(
+                              'device_id', lp.device_id, 'device_name', d.name, 'group', d.group_name,
+                              'booking_id', lp.booking_id, 'timestamp', pgtrack_iso_time(lp.fix_time),
+                              'speed', lp.speed, 'heading', lp.heading, 'battery', lp.battery))) AS feature
+  FROM latest_positions lp
+  JOIN devices d ON d.id = lp.device_id AND d.tenant_id = lp.tenant_id;
+
+-- Raw fixes (as long as the positions retention keeps them); filter on fix_time to read only
+-- the days you need.
+CREATE VIEW analytics.positions AS
+SELECT p.tenant_id, p.device_id, d.name AS device_name, p.booking_id, p.fix_time, p.received_at,
+       ST_Y(p.location::geometry) AS latitude, ST_X(p.location::geometry) AS longitude,
+       p.speed, p.heading, p.altitude, p.accuracy, p.battery, p.attributes, p.location
+  FROM positions p
+  JOIN devices d ON d.id = p.device_id AND d.tenant_id = p.tenant_id;
+
+-- Trips with their route metadata (distance in metres, speeds in m/s, times in UTC).
+CREATE VIEW analytics.trips AS
+SELECT t.tenant_id, t.booking_id, t.device_id, d.name AS device_name, t.status,
+       t.accepted_at, t.started_at, t.completed_at, t.cancelled_at,
+       t.point_count, t.distance_metres, t.first_fix_at, t.last_fix_at,
+       coalesce(extract(epoch FROM t.last_fix_at - t.first_fix_at), 0)::float8 AS duration_seconds,
+       t.max_speed,
+       CASE WHEN t.last_fix_at > t.first_fix_at
+            THEN t.distance_metres / extract(epoch FROM t.last_fix_at - t.first_fix_at)::float8 END AS avg_speed,
+       jsonb_array_length(t.stops) AS stop_count, t.stops,
+       t.min_lat, t.min_lon, t.max_lat, t.max_lon,
+       ST_Y(t.last_location::geometry) AS last_latitude, ST_X(t.last_location::geometry) AS last_longitude
+  FROM trips t
+  JOIN devices d ON d.id = t.device_id AND d.tenant_id = t.tenant_id;
+
+-- Per device and UTC hour: fixes, distance (sum of geodesic segments; a segment belongs to
+-- the hour of its later fix), moving time (segments at or above rollup_moving_speed, gaps
+-- longer than rollup_gap_seconds excluded) and its share of the tracked time, speeds, bbox.
+CREATE VIEW analytics.device_hourly_stats AS
+SELECT h.tenant_id, h.device_id, d.name AS device_name, h.bucket AS hour, h.points, h.distance_metres,
+       h.moving_seconds, h.tracked_seconds,
+       CASE WHEN h.tracked_seconds > 0 THEN round((100 * h.moving_seconds / h.tracked_seconds)::numeric, 2)::float8 END
+           AS moving_percent,
+       h.max_speed, CASE WHEN h.speed_count > 0 THEN h.speed_sum / h.speed_count END AS avg_speed,
+       h.first_fix, h.last_fix, h.min_lat, h.min_lon, h.max_lat, h.max_lon
+  FROM rollup_device_hourly h
+  JOIN devices d ON d.id = h.device_id AND d.tenant_id = h.tenant_id;
+
+-- The same per UTC day (exactly the sum of the day's hours).
+CREATE VIEW analytics.device_daily_stats AS
+SELECT r.tenant_id, r.device_id, d.name AS device_name, r.day, r.points, r.distance_metres,
+       r.moving_seconds, r.tracked_seconds,
+       CASE WHEN r.tracked_seconds > 0 THEN round((100 * r.moving_seconds / r.tracked_seconds)::numeric, 2)::float8 END
+           AS moving_percent,
+       r.max_speed, CASE WHEN r.speed_count > 0 THEN r.speed_sum / r.speed_count END AS avg_speed,
+       r.first_fix, r.last_fix, r.min_lat, r.min_lon, r.max_lat, r.max_lon
+  FROM rollup_device_daily r
+  JOIN devices d ON d.id = r.device_id AND d.tenant_id = r.tenant_id;
+
+-- Compacted history (raw days compacted before they were dropped): one row per device and hour.
+CREATE VIEW analytics.device_tracks AS
+SELECT t.tenant_id, t.device_id, d.name AS device_name, t.bucket AS hour, t.point_count, t.track,
+       ST_AsGeoJSON(t.track, 6)::jsonb AS geojson, t.fix_times, t.speeds, t.headings
+  FROM position_tracks t
+  JOIN devices d ON d.id = t.device_id AND d.tenant_id = t.tenant_id;
+
+-- CDC replication lag per sync table, as /api/v1/sync/lag reports it.
+CREATE VIEW analytics.sync_lag AS
+SELECT tn.id AS tenant_id, tbl.name AS table_name, lag.seconds AS lag_seconds,
+       pgtrack_sync_lag_status(lag.seconds) AS status, s.last_source_ts, s.last_applied_at,
+       coalesce(s.events_applied, 0) AS events_applied, coalesce(s.events_skipped, 0) AS events_skipped,
+       coalesce(s.errors, 0) AS errors, s.last_error
+  FROM tenants tn
+ CROSS JOIN unnest(pgtrack_sync_tables()) AS tbl(name)
+  LEFT JOIN sync.sync_state s ON s.tenant_id = tn.id AND s.table_name = tbl.name
+ CROSS JOIN LATERAL (SELECT greatest(extract(epoch FROM now() - s.last_source_ts)::float8, 0) AS seconds) lag;
+
+DO $$
+DECLARE
+    v text;
+BEGIN
+    FOREACH v IN ARRAY ARRAY['latest_positions', 'positions', 'trips', 'device_hourly_stats', 'device_daily_stats',
+                             'device_tracks', 'sync_lag'] LOOP
+        EXECUTE format('ALTER VIEW analytics.%I OWNER TO pgtrack_analytics', v);
+        EXECUTE format('GRANT SELECT ON analytics.%I TO pgtrack_analyst', v);
+    END LOOP;
+END
+$$;
