@@ -1,0 +1,156 @@
+import Foundation
+import PostgresNIO
+import Testing
+import TrackingCore
+import TrackingStore
+import TrackingTestSupport
+
+/// An analyst login reads schema analytics for its own tenant only: no other tenant's rows,
+/// no base tables, no writes, whatever it sets.
+@Suite("analyst SQL access", .timeLimit(.minutes(2)))
+struct AnalystAccessTests {
+    static let views = ["latest_positions", "positions", "trips", "device_hourly_stats", "device_daily_stats",
+                        "device_tracks", "sync_lag"]
+
+    /// Two tenants with a device, fixes, a trip, a compacted hour, rollups and sync state each.
+    static func seed(_ client: PostgresClient) async throws {
+        let repository = TrackingRepository(client: client, logger: TestCluster.logger)
+        for (tenant, longitude) in [("acme", 13.4), ("globex", 2.35)] {
+            let setup = try await TestTenant.create(repository, id: tenant)
+            try await client.run("SELECT pgtrack_trip_accept(\(tenant), \("trip-" + tenant), \(setup.device.id))")
+            try await TimeSeries.insert(TimeSeries.track(device: setup.device.id, start: TimeSeries.midnight(-3), count: 30,
+                                                         longitude: longitude), tenant: tenant, client: client)
+            try await TimeSeries.insert(TimeSeries.track(device: setup.device.id, start: Date().addingTimeInterval(-300),
+                                                         count: 20, longitude: longitude), tenant: tenant, client: client)
+            try await client.run("SELECT pgtrack_trip_finish(\(tenant), \("trip-" + tenant), 'completed')")
+            try await client.run("""
+                SELECT pgtrack_sync_apply(\(tenant), '{"op":"c","after":{"id":1,"name":"A"},"source":{"table":"accounts","ts_ms":1763900000000,"lsn":1}}')
+                """)
+        }
+        _ = try await Maintenance(client: client, logger: TestCluster.logger).run(daysBack: 30, daysAhead: 7)
+        try await client.run("SELECT pgtrack_compact_positions(\(RetentionTests.name("positions", TimeSeries.midnight(-3)))::regclass)")
+    }
+
+    static func connectAs(_ role: String, _ url: DatabaseURL) async throws -> PostgresConnection {
+        var analystURL = url
+        analystURL.username = role
+        analystURL.password = nil
+        return try await TestCluster.connect(analystURL)
+    }
+
+    @Test("each view shows the analyst's tenant and only it; another analyst sees the other tenant")
+    func seesOnlyItsTenant() async throws {
+        let url = try await TestCluster.freshDatabase()
+        let role = "analyst_" + UUID().uuidString.prefix(8).lowercased()
+        try await TestCluster.withClient(url) { client in
+            try await Self.seed(client)
+            try await Maintenance(client: client, logger: TestCluster.logger).createAnalyst(tenant: "acme", role: role, password: "pw")
+        }
+        let analyst = try await Self.connectAs(role, url)
+        defer { Task { try? await analyst.close() } }
+        for view in Self.views {
+            var tenants: Set<String> = []
+            var rows = 0
+            for try await tenant in try await analyst.query(PostgresQuery(unsafeSQL: "SELECT tenant_id FROM analytics.\(view)"),
+                                                            logger: TestCluster.logger).decode(String.self) {
+                tenants.insert(tenant)
+                rows += 1
+            }
+            #expect(tenants == ["acme"], "analytics.\(view): \(tenants)")
+            #expect(rows > 0, "analytics.\(view) is empty for acme")
+        }
+        // Setting the service's tenant variable changes nothing for an analyst.
+        for try await _ in try await analyst.query("SELECT set_config('pgtrack.tenant', 'globex', false)", logger: TestCluster.logger) {}
+        let seen = try await analyst.query("SELECT count(*) FROM analytics.positions WHERE tenant_id = 'globex'",
+                                           logger: TestCluster.logger).decode(Int.self).first { _ in true }
+        #expect(seen == 0)
+    }
+
+    @Test("an analyst cannot read base tables or the sync schema, cannot write, cannot become the tenant role")
+    func cannotReachAround() async throws {
+        let url = try await TestCluster.freshDatabase()
+        let role = "analyst_" + UUID().uuidString.prefix(8).lowercased()
+        try await TestCluster.withClient(url) { client in
+            try await Self.seed(client)
+            try await Maintenance(client: client, logger: TestCluster.logger).createAnalyst(tenant: "acme", role: role, password: "pw")
+        }
+        let analyst = try await Self.connectAs(role, url)
+        defer { Task { try? await analyst.close() } }
+        let refused = [
+            "SELECT count(*) FROM positions", "SELECT count(*) FROM positions_p" + RetentionTests.name("positions", Date()).suffix(8),
+            "SELECT count(*) FROM change_log", "SELECT count(*) FROM rollup_device_daily", "SELECT count(*) FROM analyst_accounts",
+            "SELECT count(*) FROM sync.accounts", "SELECT count(*) FROM users",
+            "DELETE FROM analytics.latest_positions", "UPDATE analytics.trips SET status = 'cancelled'",
+            "INSERT INTO positions (tenant_id, device_id, fix_time, location) SELECT tenant_id, device_id, now(), location FROM analytics.latest_positions",
+            "SELECT pgtrack_purge_device('acme', (SELECT device_id FROM analytics.latest_positions LIMIT 1))",
+            "SET ROLE pgtrack_tenant", "SET ROLE pgtrack_analytics", "CREATE TABLE public.stolen (x int)",
+        ]
+        for statement in refused {
+            do {
+                for try await _ in try await analyst.query(PostgresQuery(unsafeSQL: statement), logger: TestCluster.logger) {}
+                Issue.record("an analyst could run: \(statement)")
+            } catch is PSQLError {
+                // Refused, as it must be.
+            }
+        }
+        let (positions, completed) = try await TestCluster.withClient(url) { client in
+            (try await client.value("SELECT count(*) FROM positions WHERE tenant_id = 'acme'", as: Int.self),
+             try await client.value("SELECT count(*) FROM trips WHERE status = 'completed'", as: Int.self))
+        }
+        #expect(positions == 50)
+        #expect(completed == 2)
+    }
+
+    @Test("every example query of the README's \"Querying with SQL\" runs as an analyst")
+    func readmeExamplesRun() async throws {
+        let readme = try String(contentsOf: TestCluster.packageRoot.appendingPathComponent("README.md"), encoding: .utf8)
+        let section = try #require(readme.components(separatedBy: "## Querying with SQL").dropFirst().first?
+            .components(separatedBy: "\n## ").first)
+        let blocks = section.components(separatedBy: "```sql\n").dropFirst().compactMap { $0.components(separatedBy: "```").first }
+        let statements = blocks.flatMap(SQLScriptSplitter.split).filter {
+            !$0.split(separator: "\n").allSatisfy { $0.trimmingCharacters(in: .whitespaces).hasPrefix("--") }
+        }
+        #expect(statements.count >= 5, "the README lost its examples: \(statements.count)")
+
+        let url = try await TestCluster.freshDatabase()
+        let role = "analyst_" + UUID().uuidString.prefix(8).lowercased()
+        try await TestCluster.withClient(url) { client in
+            try await Self.seed(client)
+            try await Maintenance(client: client, logger: TestCluster.logger).createAnalyst(tenant: "acme", role: role, password: "pw")
+        }
+        let analyst = try await Self.connectAs(role, url)
+        defer { Task { try? await analyst.close() } }
+        var withRows = 0
+        for statement in statements {
+            do {
+                var rows = 0
+                for try await _ in try await analyst.query(PostgresQuery(unsafeSQL: statement), logger: TestCluster.logger) {
+                    rows += 1
+                }
+                if rows > 0 { withRows += 1 }
+            } catch let error as PSQLError {
+                Issue.record("README example failed: \(error.serverInfo?[.message] ?? "\(error)")\n\(statement)")
+            }
+        }
+        #expect(withRows >= 4, "most examples should find the seeded data")
+    }
+
+    @Test("create-analyst refuses a bad role name, an unknown tenant and an existing role")
+    func createRefusals() async throws {
+        let url = try await TestCluster.freshDatabase()
+        try await TestCluster.withClient(url) { client in
+            _ = try await TestTenant.create(TrackingRepository(client: client, logger: TestCluster.logger))
+            let maintenance = Maintenance(client: client, logger: TestCluster.logger)
+            let role = "analyst_" + UUID().uuidString.prefix(8).lowercased()
+            try await maintenance.createAnalyst(tenant: "acme", role: role, password: "pw")
+            for (tenant, name) in [("acme", "Bad-Name"), ("nope", "analyst_x" + UUID().uuidString.prefix(6).lowercased()),
+                                   ("acme", role)] {
+                await #expect(throws: MaintenanceError.self, "\(tenant) \(name)") {
+                    try await maintenance.createAnalyst(tenant: tenant, role: name, password: "pw")
+                }
+            }
+            #expect(try await maintenance.dropAnalyst(role: role))
+            #expect(try await !maintenance.dropAnalyst(role: role))
+        }
+    }
+}
