@@ -65,7 +65,27 @@ public enum TestCluster {
         _ = try await withClient(cluster.databaseURL) { client in
             try await TrackingRepository(client: client, logger: logger).ensurePositionPartitions(daysBack: 30, daysAhead: 7)
         }
+        try await sealTemplate(cluster.databaseURL)
         return cluster.databaseURL
+    }
+
+    /// CREATE DATABASE … TEMPLATE fails while any session is connected to the template. A pool
+    /// connection still being opened when the migrating client shut down can outlive it (seen on
+    /// a loaded machine: every test of a run failed with "being accessed by other users"), so
+    /// the template refuses new connections and any left over is terminated.
+    private static func sealTemplate(_ url: DatabaseURL) async throws {
+        let connection = try await connect(url.with(database: "postgres"), applicationName: "pgtrack-test-seal")
+        do {
+            for try await _ in try await connection.query(
+                "ALTER DATABASE \(unescaped: template) WITH ALLOW_CONNECTIONS false", logger: logger) {}
+            for try await _ in try await connection.query("""
+                SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = \(template) AND pid <> pg_backend_pid()
+                """, logger: logger) {}
+        } catch {
+            try? await connection.close()
+            throw error
+        }
+        try await connection.close()
     }
 
     nonisolated(unsafe) static var clusterForCleanup: (String, LocalCluster)?
