@@ -66,6 +66,7 @@ DECLARE
     image jsonb;
     key jsonb;
     ts_ms numeric;
+    problem text;
 BEGIN
     -- Kafka tombstones (a null value) follow deletes for log compaction: nothing to apply.
     IF e IS NULL OR jsonb_typeof(e) = 'null' THEN
@@ -126,6 +127,14 @@ BEGIN
         PERFORM pgtrack_sync_reject(CASE WHEN op = 'd' THEN 'before: a delete needs the row before (at least its key)'
                                          ELSE 'after: a create, update or read needs the row after' END);
     END IF;
+    IF target = 'customers' THEN
+        -- A geometry struct PostGIS cannot store as the customer's location fails this event
+        -- with the reason, not the batch with an internal error.
+        problem := pgtrack_sync_location_problem(image);
+        IF problem IS NOT NULL THEN
+            PERFORM pgtrack_sync_reject(CASE WHEN op = 'd' THEN 'before.' ELSE 'after.' END || problem);
+        END IF;
+    END IF;
     key := image -> key_column;
     IF key IS NULL OR jsonb_typeof(key) NOT IN ('string', 'number') OR length(key #>> '{}') NOT BETWEEN 1 AND 200 THEN
         PERFORM pgtrack_sync_reject(format('%s.%s: the primary key is required (a string or number of 1 to 200 characters)',
@@ -133,6 +142,53 @@ BEGIN
     END IF;
 
     outcome := pgtrack_sync_write(p_tenant, target, key #>> '{}', image, op = 'd', pos, pos_text, ts);
+END
+$$;
+
+-- Why a customer row's `location` (a Debezium geometry struct) cannot be stored, or NULL when it
+-- can or there is none: the generated column needs a base64 WKB 2D point in lon/lat (SRID 4326,
+-- or 0/none for 4326). Without this check a bad struct failed inside PostGIS (SQLSTATE XX000, a
+-- 500) or, out of range, was silently wrapped around the globe.
+CREATE OR REPLACE FUNCTION pgtrack_sync_location_problem(d jsonb) RETURNS text
+LANGUAGE plpgsql IMMUTABLE AS $$
+DECLARE
+    loc jsonb := d -> 'location';
+    g geometry;
+BEGIN
+    IF jsonb_typeof(loc) IS DISTINCT FROM 'object' OR jsonb_typeof(loc -> 'wkb') IS DISTINCT FROM 'string' THEN
+        RETURN NULL;
+    END IF;
+    IF coalesce(jsonb_typeof(loc -> 'srid'), 'null') <> 'null'
+       AND (jsonb_typeof(loc -> 'srid') <> 'number' OR (loc ->> 'srid') !~ '^[0-9]{1,9}$'
+            OR (loc ->> 'srid')::integer NOT IN (0, 4326)) THEN
+        RETURN 'location.srid: must be 4326 (WGS 84 longitude/latitude), not ' || left(loc ->> 'srid', 20);
+    END IF;
+    BEGIN
+        g := ST_GeomFromEWKB(decode(loc ->> 'wkb', 'base64'));
+    EXCEPTION WHEN OTHERS THEN
+        RETURN 'location.wkb: not a base64 WKB geometry (' || left(SQLERRM, 100) || ')';
+    END;
+    IF GeometryType(g) <> 'POINT' OR ST_IsEmpty(g) OR ST_NDims(g) <> 2 THEN
+        RETURN 'location.wkb: must be a 2D point, not ' || CASE WHEN GeometryType(g) <> 'POINT' THEN lower(GeometryType(g))
+                                                                WHEN ST_IsEmpty(g) THEN 'an empty point'
+                                                                ELSE 'a ' || ST_NDims(g) || 'D point' END;
+    END IF;
+    IF ST_X(g) NOT BETWEEN -180 AND 180 OR ST_Y(g) NOT BETWEEN -90 AND 90 THEN
+        RETURN format('location.wkb: longitude %s / latitude %s is out of range', ST_X(g), ST_Y(g));
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+-- A source position kept in a batch's per-table counts (JSON) back as numeric[]; NULL when the
+-- newest change had none (a connector without lsn or binlog position: the time orders it).
+CREATE OR REPLACE FUNCTION pgtrack_sync_json_position(j jsonb) RETURNS numeric[]
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
+BEGIN
+    IF jsonb_typeof(j) IS DISTINCT FROM 'array' THEN
+        RETURN NULL;
+    END IF;
+    RETURN ARRAY(SELECT x::numeric FROM jsonb_array_elements_text(j) x);
 END
 $$;
 
@@ -154,7 +210,10 @@ BEGIN
                                   applied_at, deleted_at)
         VALUES ($1, $2, $3, $4, $5, $6, $7, now(), CASE WHEN $4 THEN now() END)
         ON CONFLICT (tenant_id, id) DO UPDATE SET
-            data = CASE WHEN excluded.deleted THEN r.data ELSE excluded.data END,
+            -- A delete keeps the row's last image: the stored one updated with the delete's
+            -- `before` (the whole row with REPLICA IDENTITY FULL, else just the key), so the
+            -- tombstone ends as the source last had the row even when updates arrived late.
+            data = CASE WHEN excluded.deleted THEN r.data || excluded.data ELSE excluded.data END,
             deleted = excluded.deleted,
             source_position = excluded.source_position,
             source_position_text = excluded.source_position_text,
@@ -272,8 +331,7 @@ BEGIN
                         'errors', coalesce((counts #>> ARRAY[target_table, 'errors'])::bigint, 0) + (outcome = 'dead_lettered')::int)
                     || CASE WHEN outcome = 'dead_lettered' THEN jsonb_build_object('error', error) ELSE '{}' END
                     || CASE WHEN outcome = 'applied' AND (counts #> ARRAY[target_table, 'ts'] IS NULL OR pgtrack_sync_newer(
-                                r_pos, r_ts,
-                                (SELECT array_agg(x::numeric) FROM jsonb_array_elements_text(counts #> ARRAY[target_table, 'pos']) x),
+                                r_pos, r_ts, pgtrack_sync_json_position(counts #> ARRAY[target_table, 'pos']),
                                 (counts #>> ARRAY[target_table, 'ts'])::timestamptz))
                             THEN jsonb_build_object('pos', to_jsonb(r_pos), 'pos_text', r_pos_text, 'ts', r_ts)
                             ELSE '{}' END);
@@ -281,8 +339,7 @@ BEGIN
             RETURN NEXT;
         END LOOP;
         FOR tbl IN SELECT jsonb_object_keys(counts) LOOP
-            PERFORM pgtrack_sync_count(p_tenant, tbl,
-                (SELECT array_agg(x::numeric) FROM jsonb_array_elements_text(counts #> ARRAY[tbl, 'pos']) x),
+            PERFORM pgtrack_sync_count(p_tenant, tbl, pgtrack_sync_json_position(counts #> ARRAY[tbl, 'pos']),
                 counts #>> ARRAY[tbl, 'pos_text'], (counts #>> ARRAY[tbl, 'ts'])::timestamptz,
                 (counts #>> ARRAY[tbl, 'applied'])::bigint, (counts #>> ARRAY[tbl, 'skipped'])::bigint,
                 (counts #>> ARRAY[tbl, 'errors'])::bigint, counts #>> ARRAY[tbl, 'error']);

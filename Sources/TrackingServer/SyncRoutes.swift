@@ -61,9 +61,10 @@ struct SyncRoutes {
     /// The body must be JSON: one event (an object, or null for a tombstone) or an array of at
     /// most `maxEvents`. Returns whether it is an array. The events themselves are checked by SQL.
     static func checkEvents(_ bytes: some Collection<UInt8>) throws -> Bool {
+        let data = Data(bytes)
         let parsed: Any
         do {
-            parsed = try JSONSerialization.jsonObject(with: Data(bytes), options: [.fragmentsAllowed])
+            parsed = try JSONSerialization.jsonObject(with: data, options: [.fragmentsAllowed])
         } catch {
             throw APIError.badRequest("The request body is not valid JSON: send a Debezium change event or an array of them.",
                                       code: "malformed_json")
@@ -73,12 +74,37 @@ struct SyncRoutes {
             guard array.count <= maxEvents else {
                 throw APIError.invalid("A request holds at most \(maxEvents) events; this one has \(array.count).", field: nil, index: nil)
             }
+            if mayHoldNUL(data), let index = array.firstIndex(where: containsNUL) {
+                throw nulRejection(index: index)
+            }
             return true
         case is [String: Any], is NSNull:
+            if mayHoldNUL(data), containsNUL(parsed) { throw nulRejection(index: nil) }
             return false
         default:
             throw APIError.badRequest("The body must be a change event (an object), an array of them, or null.", code: "malformed_json")
         }
+    }
+
+    /// jsonb cannot hold U+0000, so an event with one can be neither applied nor dead-lettered:
+    /// the request is refused naming it (checked here because PostgreSQL's error would name no
+    /// event). JSON can only write it as an escape, so bodies without `\u0000` skip the walk.
+    private static func mayHoldNUL(_ data: Data) -> Bool {
+        data.range(of: Data(#"\u0000"#.utf8)) != nil
+    }
+
+    private static func containsNUL(_ value: Any) -> Bool {
+        switch value {
+        case let string as String: return string.contains("\u{0}")
+        case let array as [Any]: return array.contains(where: containsNUL)
+        case let object as [String: Any]: return object.contains { $0.key.contains("\u{0}") || containsNUL($0.value) }
+        default: return false
+        }
+    }
+
+    private static func nulRejection(index: Int?) -> APIError {
+        APIError.invalid("The event holds the NUL character (\\u0000), which PostgreSQL cannot store; nothing was applied. "
+                         + "Strip it at the source (for example with a Debezium transform).", field: nil, index: index)
     }
 
     // MARK: Reading
@@ -122,7 +148,12 @@ struct SyncRoutes {
     @Sendable func row(request: Request, context: AppRequestContext) async throws -> Response {
         let tenant = try await reader(request)
         let table = try Self.table(context.parameters.get("table"))
-        let id = context.parameters.get("id") ?? ""
+        // Source keys are any text: the path segment is percent-decoded after routing, so an
+        // id with a space, a slash (%2F) or non-ASCII characters finds its row.
+        let raw = context.parameters.get("id") ?? ""
+        guard let id = raw.removingPercentEncoding else {
+            throw APIError.badRequest("The id in the path is not valid percent-encoding.", code: "bad_request")
+        }
         guard (1...200).contains(id.count), let json = try await repository.syncRow(table, id: id, tenant: tenant) else {
             throw APIError.notFound("No \(table.rawValue) row \(id.prefix(64)).")
         }
@@ -189,6 +220,11 @@ struct SyncRoutes {
     }
 
     private func requireAdmin(_ request: Request) async throws -> TenantID {
+        if let key = request.headers[.apiKey], key.hasPrefix("pgs_") {
+            // A valid sync key is known but not allowed here (403); an unknown one is 401.
+            _ = try await writer(request)
+            throw APIError.forbidden("A sync API key may post change events and read sync tables and status; this needs an admin.")
+        }
         let principal = try await authenticator.authenticate(request)
         guard case .user(let user) = principal, user.role == .admin else {
             throw APIError.forbidden("This needs an admin (or, for posting changes, a sync API key).")

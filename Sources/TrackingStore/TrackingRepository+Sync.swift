@@ -18,7 +18,8 @@ public enum SyncErrorMode: String, Sendable {
 
 /// A change event that could not be applied, in a batch that failed as a whole.
 public struct SyncEventRejected: Error, Sendable {
-    public let index: Int
+    /// The event's position in the batch; nil when the batch failed before any event was read.
+    public let index: Int?
     public let message: String
 }
 
@@ -58,16 +59,19 @@ extension TrackingRepository {
         } catch let error as PSQLError where error.sqlState?.hasPrefix("22") == true || error.sqlState?.hasPrefix("23") == true {
             let message = error.serverInfo?[.message] ?? "the event could not be applied"
             let rejected = Self.rejection(message)
-            try? await recordSyncError(eventsJSON, index: rejected.index, message: rejected.message, tenant: tenant)
+            if let index = rejected.index {
+                try? await recordSyncError(eventsJSON, index: index, message: rejected.message, tenant: tenant)
+            }
             throw rejected
         }
     }
 
-    /// "event 3: op: is required" → index 3 and the reason.
+    /// "event 3: op: is required" → index 3 and the reason. Any other message (the body was not
+    /// jsonb, say) names no event.
     static func rejection(_ message: String) -> SyncEventRejected {
         guard message.hasPrefix("event "), let colon = message.firstIndex(of: ":"),
               let index = Int(message[message.index(message.startIndex, offsetBy: 6)..<colon])
-        else { return SyncEventRejected(index: 0, message: message) }
+        else { return SyncEventRejected(index: nil, message: message) }
         return SyncEventRejected(index: index, message: String(message[message.index(after: colon)...].drop { $0 == " " }))
     }
 
@@ -76,7 +80,7 @@ extension TrackingRepository {
         _ = try await withTenant(tenant) { connection in
             try await connection.query("""
                 WITH e AS (
-                    SELECT CASE WHEN jsonb_typeof(b) = 'array' THEN b -> \(index) ELSE b END AS event
+                    SELECT CASE WHEN jsonb_typeof(b) = 'array' THEN b -> \(Int32(clamping: index)) ELSE b END AS event
                       FROM (SELECT \(eventsJSON)::jsonb AS b) x
                 ), t AS (
                     SELECT coalesce(event #>> '{payload,source,table}', event #>> '{source,table}') AS source_table FROM e

@@ -16,6 +16,9 @@ struct RowLevelSecurityTests {
         ("tenants", "id"), ("devices", "tenant_id"), ("device_api_keys", "tenant_id"), ("users", "tenant_id"),
         ("refresh_tokens", "tenant_id"), ("positions", "tenant_id"), ("latest_positions", "tenant_id"),
         ("change_log", "tenant_id"), ("change_log_heads", "tenant_id"), ("trips", "tenant_id"),
+        ("sync.accounts", "tenant_id"), ("sync.customers", "tenant_id"), ("sync.products", "tenant_id"),
+        ("sync.orders", "tenant_id"), ("sync.users", "tenant_id"), ("sync.sync_state", "tenant_id"),
+        ("sync.table_mappings", "tenant_id"), ("sync.dead_letters", "tenant_id"), ("sync.lag_ticks", "tenant_id"),
     ]
 
     /// Tables the tenant role may at most read (written by the maintenance pass as the owner),
@@ -120,6 +123,12 @@ struct RowLevelSecurityTests {
                     INSERT INTO change_log (tenant_id, seq, kind, payload) VALUES ('globex', 999999, 'planted', '{}')
                     """),
                 ("change_log_heads", "INSERT INTO change_log_heads (tenant_id) VALUES ('globex')"),
+                ("sync.customers", """
+                    INSERT INTO sync.customers (tenant_id, id, data, source_ts) VALUES ('globex', 'planted', '{}', now())
+                    """),
+                ("a sync change event", """
+                    SELECT pgtrack_sync_apply('globex', '{"op":"c","after":{"id":"planted"},"source":{"table":"orders","ts_ms":1}}')
+                    """),
                 ("devices (move)", "UPDATE devices SET tenant_id = 'globex' WHERE tenant_id = 'acme'"),
                 ("users (move)", "UPDATE users SET tenant_id = 'globex' WHERE tenant_id = 'acme'"),
                 ("positions (move)", "UPDATE positions SET tenant_id = 'globex' WHERE tenant_id = 'acme'"),
@@ -143,7 +152,10 @@ struct RowLevelSecurityTests {
         let noOp = ["tenants": "name = name", "devices": "name = name", "device_api_keys": "key_prefix = key_prefix",
                     "users": "name = name", "refresh_tokens": "expires_at = expires_at", "positions": "speed = speed",
                     "latest_positions": "speed = speed", "change_log": "kind = kind", "change_log_heads": "last_seq = last_seq",
-                    "trips": "status = status"]
+                    "trips": "status = status", "sync.accounts": "data = data", "sync.customers": "data = data",
+                    "sync.products": "data = data", "sync.orders": "data = data", "sync.users": "data = data",
+                    "sync.sync_state": "errors = errors", "sync.table_mappings": "key_column = key_column",
+                    "sync.dead_letters": "reason = reason", "sync.lag_ticks": "logged_at = logged_at"]
         try await withTenantRole(session, url) { connection in
             try await connection.rlsRun("SELECT set_config('pgtrack.tenant', 'acme', false)")
             for table in Self.tables {
@@ -305,15 +317,31 @@ struct RowLevelSecurityTests {
                     """, as: Int.self)
                 #expect(policies == 1, "\(name) has no tenant_isolation policy for every command")
             }
-            // A table added later with a tenant column must join the list (and get RLS).
+            // The policies bind the service's tenant role only: a setting any session may set
+            // must not open rows to other roles (analysts are bound by policies of their own).
+            let unbound = try await owner.rlsValue("""
+                SELECT coalesce(array_agg(polrelid::regclass::text ORDER BY 1), '{}') FROM pg_policy
+                 WHERE polname = 'tenant_isolation' AND polroles <> ARRAY['pgtrack_tenant'::regrole::oid]
+                """, as: [String].self)
+            #expect(unbound == [], "tenant_isolation policies not limited to pgtrack_tenant: \(unbound)")
+            // A table added later with a tenant column must join the list (and get RLS), in the
+            // sync schema too. sync.api_keys is the one exception to the list: the tenant role
+            // has no privilege on it at all (keys are found by hash), and it has RLS all the same.
             let tenantTables = try await owner.rlsValue("""
-                SELECT coalesce(array_agg(c.relname::text ORDER BY c.relname), '{}') FROM pg_class c
-                  JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = 'public'
+                SELECT coalesce(array_agg(CASE WHEN n.nspname = 'public' THEN '' ELSE n.nspname || '.' END || c.relname
+                                          ORDER BY n.nspname, c.relname), '{}') FROM pg_class c
+                  JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname IN ('public', 'sync')
                  WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
                    AND EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attname = 'tenant_id' AND NOT a.attisdropped)
                 """, as: [String].self)
-            #expect(Set(tenantTables).union(["tenants"]) == Set(Self.tables.map(\.name) + Self.maintainedTables),
+            #expect(Set(tenantTables).union(["tenants"])
+                        == Set(Self.tables.map(\.name) + Self.maintainedTables).union(["sync.api_keys"]),
                     "tables with a tenant_id: \(tenantTables)")
+            let keys = try await owner.rlsPair("""
+                SELECT (SELECT relrowsecurity FROM pg_class WHERE oid = 'sync.api_keys'::regclass)::int,
+                       has_table_privilege('pgtrack_tenant', 'sync.api_keys', 'SELECT, INSERT, UPDATE, DELETE')::int
+                """)
+            #expect(keys.0 == 1 && keys.1 == 0, "sync.api_keys: RLS on and no privilege for the tenant role")
             let role = try await owner.rlsPair("""
                 SELECT (rolcanlogin OR rolsuper OR rolbypassrls)::int, 0 FROM pg_roles WHERE rolname = 'pgtrack_tenant'
                 """)
@@ -384,6 +412,17 @@ private struct TwoTenants: Sendable {
                       FROM generate_series(1, \(positions)) g
                     """)
                 try await owner.rlsRun("SELECT pgtrack_trip_accept(\(tenant), \("trip-" + tenant), \(device))")
+                // A row in every sync table, its state, a mapping, a dead letter and a lag tick.
+                try await owner.rlsRun("""
+                    SELECT count(*) FROM pgtrack_sync_apply_batch(\(tenant), (
+                        SELECT jsonb_agg(jsonb_build_object('op', 'c', 'after', jsonb_build_object('id', 1, 'name', t),
+                                         'source', jsonb_build_object('table', t, 'ts_ms', 1763900000000)))
+                          FROM unnest(pgtrack_sync_tables()) t) || '[{"op":"x"}]'::jsonb, true)
+                    """)
+                try await owner.rlsRun("""
+                    INSERT INTO sync.table_mappings (tenant_id, source_table, target_table) VALUES (\(tenant), 'crm', 'customers')
+                    """)
+                try await owner.rlsRun("INSERT INTO sync.lag_ticks (tenant_id, logged_at) VALUES (\(tenant), now())")
                 return Rows(device: device, user: user)
             }
             let acme = try await populate("acme", positions: 2, longitude: 13.4)
