@@ -31,22 +31,23 @@ struct AnalystAccessTests {
         try await client.run("SELECT pgtrack_compact_positions(\(RetentionTests.name("positions", TimeSeries.midnight(-3)))::regclass)")
     }
 
-    static func connectAs(_ role: String, _ url: DatabaseURL) async throws -> PostgresConnection {
-        var analystURL = url
-        analystURL.username = role
-        analystURL.password = nil
-        return try await TestCluster.connect(analystURL)
-    }
-
-    @Test("each view shows the analyst's tenant and only it; another analyst sees the other tenant")
-    func seesOnlyItsTenant() async throws {
+    /// A seeded database and a session of an analyst of acme on it.
+    static func seededAnalyst() async throws -> (DatabaseURL, PostgresConnection) {
         let url = try await TestCluster.freshDatabase()
         let role = "analyst_" + UUID().uuidString.prefix(8).lowercased()
         try await TestCluster.withClient(url) { client in
             try await Self.seed(client)
             try await Maintenance(client: client, logger: TestCluster.logger).createAnalyst(tenant: "acme", role: role, password: "pw")
         }
-        let analyst = try await Self.connectAs(role, url)
+        var analystURL = url
+        analystURL.username = role
+        analystURL.password = nil
+        return (url, try await TestCluster.connect(analystURL))
+    }
+
+    @Test("each view shows the analyst's tenant and only it; another analyst sees the other tenant")
+    func seesOnlyItsTenant() async throws {
+        let (_, analyst) = try await Self.seededAnalyst()
         defer { Task { try? await analyst.close() } }
         for view in Self.views {
             var tenants: Set<String> = []
@@ -68,13 +69,7 @@ struct AnalystAccessTests {
 
     @Test("an analyst cannot read base tables or the sync schema, cannot write, cannot become the tenant role")
     func cannotReachAround() async throws {
-        let url = try await TestCluster.freshDatabase()
-        let role = "analyst_" + UUID().uuidString.prefix(8).lowercased()
-        try await TestCluster.withClient(url) { client in
-            try await Self.seed(client)
-            try await Maintenance(client: client, logger: TestCluster.logger).createAnalyst(tenant: "acme", role: role, password: "pw")
-        }
-        let analyst = try await Self.connectAs(role, url)
+        let (url, analyst) = try await Self.seededAnalyst()
         defer { Task { try? await analyst.close() } }
         let refused = [
             "SELECT count(*) FROM positions", "SELECT count(*) FROM positions_p" + RetentionTests.name("positions", Date()).suffix(8),
@@ -112,13 +107,7 @@ struct AnalystAccessTests {
         }
         #expect(statements.count >= 5, "the README lost its examples: \(statements.count)")
 
-        let url = try await TestCluster.freshDatabase()
-        let role = "analyst_" + UUID().uuidString.prefix(8).lowercased()
-        try await TestCluster.withClient(url) { client in
-            try await Self.seed(client)
-            try await Maintenance(client: client, logger: TestCluster.logger).createAnalyst(tenant: "acme", role: role, password: "pw")
-        }
-        let analyst = try await Self.connectAs(role, url)
+        let (_, analyst) = try await Self.seededAnalyst()
         defer { Task { try? await analyst.close() } }
         var withRows = 0
         for statement in statements {

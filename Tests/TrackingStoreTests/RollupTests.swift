@@ -32,7 +32,7 @@ struct RollupTests {
             }
             // The rest arrives shuffled in small batches, some fixes landing between stored ones
             // of earlier hours and one duplicate timestamp.
-            var random = SplitMix(seed: 3)
+            var random = SeededGenerator(state: 3)
             var late = Array(first[500...]) + Array(second[400...])
             for i in stride(from: late.count - 1, to: 0, by: -1) { late.swapAt(i, Int(random.next() % UInt64(i + 1))) }
             let wedged = first[120...].prefix(5).map {

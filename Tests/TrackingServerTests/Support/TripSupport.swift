@@ -40,23 +40,8 @@ struct TrackPoint: Sendable {
     }
 }
 
-/// A small deterministic PRNG (SplitMix64), so generated GPS noise is the same on every run.
-struct SplitMix64 {
-    var state: UInt64
-
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-
-    /// Uniform in [-1, 1).
-    mutating func signed() -> Double {
-        Double(next() >> 11) / Double(1 << 53) * 2 - 1
-    }
-}
+/// The trips tests' name for the shared seeded generator.
+typealias SplitMix64 = SeededGenerator
 
 /// Generates a realistic track around Berlin: driving at ~8 m/s along curves, one fix per second,
 /// with stationary spells where only GPS noise moves the fix.

@@ -21,7 +21,7 @@ enum TimeSeries {
     /// reported speed. Deterministic for a given seed.
     static func track(device: UUID, start: Date, count: Int, step: TimeInterval = 7, seed: UInt64 = 1,
                       longitude: Double = 13.40, latitude: Double = 52.50) -> [Fix] {
-        var random = SplitMix(seed: seed)
+        var random = SeededGenerator(state: seed)
         var lon = longitude
         var fixes: [Fix] = []
         for i in 0..<count {
@@ -103,18 +103,5 @@ enum TimeSeries {
         var found: [String] = []
         for try await line in rows.decode(String.self) { found.append(line) }
         return found
-    }
-}
-
-/// A small deterministic generator, so a failing track can be reproduced.
-struct SplitMix {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }

@@ -1,0 +1,20 @@
+/// A small deterministic generator (SplitMix64), so generated tracks, GPS noise and shuffles
+/// are the same on every run and a failing one can be replayed from its seed.
+public struct SeededGenerator: RandomNumberGenerator, Sendable {
+    public var state: UInt64
+
+    public init(state: UInt64) { self.state = state }
+
+    public mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+
+    /// Uniform in [-1, 1).
+    public mutating func signed() -> Double {
+        Double(next() >> 11) / Double(1 << 53) * 2 - 1
+    }
+}
