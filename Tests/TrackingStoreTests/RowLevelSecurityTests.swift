@@ -16,6 +16,7 @@ struct RowLevelSecurityTests {
         ("tenants", "id"), ("devices", "tenant_id"), ("device_api_keys", "tenant_id"), ("users", "tenant_id"),
         ("refresh_tokens", "tenant_id"), ("positions", "tenant_id"), ("latest_positions", "tenant_id"),
         ("change_log", "tenant_id"), ("change_log_heads", "tenant_id"), ("trips", "tenant_id"),
+        ("drivers", "tenant_id"), ("routes", "tenant_id"), ("visits", "tenant_id"),
     ]
 
     /// Tables the tenant role may at most read (written by the maintenance pass as the owner),
@@ -120,6 +121,7 @@ struct RowLevelSecurityTests {
                     INSERT INTO change_log (tenant_id, seq, kind, payload) VALUES ('globex', 999999, 'planted', '{}')
                     """),
                 ("change_log_heads", "INSERT INTO change_log_heads (tenant_id) VALUES ('globex')"),
+                ("drivers", "INSERT INTO drivers (tenant_id, name) VALUES ('globex', 'planted-driver')"),
                 ("devices (move)", "UPDATE devices SET tenant_id = 'globex' WHERE tenant_id = 'acme'"),
                 ("users (move)", "UPDATE users SET tenant_id = 'globex' WHERE tenant_id = 'acme'"),
                 ("positions (move)", "UPDATE positions SET tenant_id = 'globex' WHERE tenant_id = 'acme'"),
@@ -143,7 +145,8 @@ struct RowLevelSecurityTests {
         let noOp = ["tenants": "name = name", "devices": "name = name", "device_api_keys": "key_prefix = key_prefix",
                     "users": "name = name", "refresh_tokens": "expires_at = expires_at", "positions": "speed = speed",
                     "latest_positions": "speed = speed", "change_log": "kind = kind", "change_log_heads": "last_seq = last_seq",
-                    "trips": "status = status"]
+                    "trips": "status = status", "drivers": "name = name", "routes": "status = status",
+                    "visits": "status = status"]
         try await withTenantRole(session, url) { connection in
             try await connection.rlsRun("SELECT set_config('pgtrack.tenant', 'acme', false)")
             for table in Self.tables {
@@ -384,6 +387,11 @@ private struct TwoTenants: Sendable {
                       FROM generate_series(1, \(positions)) g
                     """)
                 try await owner.rlsRun("SELECT pgtrack_trip_accept(\(tenant), \("trip-" + tenant), \(device))")
+                try await owner.rlsRun("""
+                    WITH d AS (INSERT INTO drivers (tenant_id, name, device_id) VALUES (\(tenant), 'Driver', \(device)) RETURNING id),
+                         r AS (INSERT INTO routes (tenant_id, driver_id, scheduled_date) SELECT \(tenant), id, current_date FROM d RETURNING id)
+                    INSERT INTO visits (tenant_id, route_id, customer_id, sequence) SELECT \(tenant), id, 'c1', 1 FROM r
+                    """)
                 return Rows(device: device, user: user)
             }
             let acme = try await populate("acme", positions: 2, longitude: 13.4)
