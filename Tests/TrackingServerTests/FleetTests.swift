@@ -49,6 +49,16 @@ struct FleetTests {
         TrackPoint(time: time, latitude: latitude, longitude: longitude(customer, offsetMetres: offset), speed: speed, heading: 90)
     }
 
+    /// Messages until `count` location updates reached `room` (events arrive after the POST
+    /// returns, in seq order per socket), then everything else queued up to a pong.
+    static func gather(_ socket: WSConnection, _ what: String, room: String, updates count: Int) async throws -> [WSMessage] {
+        var messages: [WSMessage] = []
+        while messages.filter({ $0.room == room && $0.type == "location_update" }).count < count {
+            messages.append(try await socket.next("\(what): \(messages.count) so far"))
+        }
+        return messages + (try await socket.drain(what))
+    }
+
     @Test("a recorded route past three customers: arrivals and departures once each, in order, through edge jitter; distance and ETA fall; rooms get only their events")
     func drivingTheRoute() async throws {
         try await LiveNode.run { live in
@@ -95,7 +105,7 @@ struct FleetTests {
                     // Approach from 400 m to 60 m west, one batch: distance and ETA fall toward visit i.
                     let approach = stride(from: -400.0, through: -60, by: 20).map { Self.fix(i, $0, at: tick()) }
                     try await live.postPositions(TrackPoint.array(approach), apiKey: staff.acme.apiKey, expecting: approach.count)
-                    var batch = try await socket.drain("approach \(i)")
+                    var batch = try await Self.gather(socket, "approach \(i)", room: "route:\(routeID)", updates: approach.count)
                     let updates = batch.filter { $0.room == "route:\(routeID)" && $0.type == "location_update" }
                     #expect(updates.count == approach.count, "every fix reaches the route room: \(updates.count)")
                     #expect(updates.allSatisfy { $0.object["next_visit_id"] as? String == visits[i] }, "next visit is \(i): \(updates.first?.description ?? "")")
@@ -109,7 +119,7 @@ struct FleetTests {
                     // Edge jitter around the 50 m radius: arrives once, at the first fix inside.
                     let edge = [-55.0, -45, -55, -44, -52, -10, 0].map { Self.fix(i, $0, at: tick(), speed: 1) }
                     for point in edge { try await live.postPositions(point.json(), apiKey: staff.acme.apiKey, expecting: 1) }
-                    batch = try await socket.drain("arrival \(i)")
+                    batch = try await Self.gather(socket, "arrival \(i)", room: "route:\(routeID)", updates: edge.count)
                     received += batch
                     let arrivals = batch.filter { $0.type == "visit_update" && $0.room == "route:\(routeID)" }
                     #expect(arrivals.map { $0.object["status"] as? String } == ["arrived"], "one arrival at \(i): \(arrivals)")
@@ -125,7 +135,7 @@ struct FleetTests {
                     // Leaving with jitter inside radius + margin (80 m): no departure until 90 m.
                     let leave = [60.0, 40, 70, 78, 65, 90, 70, 120].map { Self.fix(i, $0, at: tick()) }
                     for point in leave { try await live.postPositions(point.json(), apiKey: staff.acme.apiKey, expecting: 1) }
-                    batch = try await socket.drain("departure \(i)")
+                    batch = try await Self.gather(socket, "departure \(i)", room: "route:\(routeID)", updates: leave.count)
                     received += batch
                     let departures = batch.filter { $0.type == "visit_update" && $0.room == "route:\(routeID)" && $0.status == "departed" }
                     #expect(departures.count == 1 && departures.first?.object["id"] as? String == visits[i], "\(departures)")
@@ -149,7 +159,7 @@ struct FleetTests {
 
                 // The other driver's fix: only their rooms and the tenant room.
                 try await live.postPositions(Self.fix(2, -300, at: tick()).json(), apiKey: otherKey, expecting: 1)
-                let other = try await socket.drain("the other driver's fix")
+                let other = try await Self.gather(socket, "the other driver's fix", room: "driver:\(otherDriverID)", updates: 1)
                 #expect(Set(other.compactMap(\.room)) == ["tenant:acme", "route:\(otherRouteID)", "driver:\(otherDriverID)"], "\(other)")
 
                 // Active drivers: both, with their latest (enriched) position.
