@@ -51,7 +51,7 @@ LANGUAGE sql STABLE PARALLEL SAFE AS $$
 $$;
 
 -- Rings the doorbell for seqs (first_seq, last_seq] of one tenant that were just logged.
--- Inline events carry their audience (device, group, grade) so a node filters each stream by
+-- Inline events carry their audience (device, group, grade; route for route rooms) so a node filters each stream by
 -- its subscriber's scope without parsing the payload.
 -- One NOTIFY on the tenant channel and one per booking touched, never one per row; events only
 -- admins may see (pgtrack_admin_kinds: cdc_lag) also ring the tenant's admin channel. The
@@ -72,7 +72,7 @@ BEGIN
                min(seq) AS lo, max(seq) AS hi, count(*) AS n,
                CASE WHEN count(*) <= inline_rows THEN
                    jsonb_agg(jsonb_strip_nulls(jsonb_build_object('s', seq, 'k', kind, 'd', payload::text,
-                                                       'v', device_id, 'g', device_group, 'r', device_grade)) ORDER BY seq)
+                                                       'v', device_id, 'g', device_group, 'r', device_grade, 'o', route_id)) ORDER BY seq)
                END AS events
           FROM change_log
          WHERE tenant_id = p_tenant AND seq > first_seq AND seq <= last_seq
@@ -80,7 +80,7 @@ BEGIN
         SELECT 'pgtrack.booking.' || booking_id, booking_id, min(seq), max(seq), count(*),
                CASE WHEN count(*) <= inline_rows THEN
                    jsonb_agg(jsonb_strip_nulls(jsonb_build_object('s', seq, 'k', kind, 'd', payload::text,
-                                                       'v', device_id, 'g', device_group, 'r', device_grade)) ORDER BY seq)
+                                                       'v', device_id, 'g', device_group, 'r', device_grade, 'o', route_id)) ORDER BY seq)
                END
           FROM change_log
          WHERE tenant_id = p_tenant AND seq > first_seq AND seq <= last_seq AND booking_id IS NOT NULL

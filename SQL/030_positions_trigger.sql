@@ -6,8 +6,10 @@
 CREATE OR REPLACE FUNCTION pgtrack_positions_after_insert() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
-    grp  record;
-    base bigint;
+    grp   record;
+    base  bigint;
+    fleet pgtrack_fleet_enrichment[];
+    head  bigint;
 BEGIN
     -- Tenants in a fixed order so concurrent multi-tenant batches cannot deadlock on heads.
     FOR grp IN SELECT tenant_id, count(*) AS n FROM new_rows GROUP BY tenant_id ORDER BY tenant_id LOOP
@@ -15,6 +17,11 @@ BEGIN
         UPDATE change_log_heads SET last_seq = last_seq + grp.n
          WHERE tenant_id = grp.tenant_id
         RETURNING last_seq - grp.n INTO base;
+
+        -- Fleet (SQL/100_fleet.sql): geofence transitions, logged as visit_update after these
+        -- seqs, and each driver fix's next visit, distance and ETA for its payload.
+        fleet := ARRAY(SELECT e FROM pgtrack_fleet_process(grp.tenant_id,
+                           ARRAY(SELECT r::positions FROM new_rows r WHERE r.tenant_id = grp.tenant_id)) e);
 
         -- `latest` tells a live client whether the fix moves the marker: false for a fix older
         -- than the stored one (it is history only), so live views agree with the next snapshot.
@@ -26,15 +33,19 @@ BEGIN
               FROM new_rows r
              WHERE r.tenant_id = grp.tenant_id
         ), logged AS (
-            INSERT INTO change_log (tenant_id, seq, kind, device_id, booking_id, payload, device_group, device_grade)
+            INSERT INTO change_log (tenant_id, seq, kind, device_id, booking_id, payload, device_group, device_grade, route_id)
             SELECT n.tenant_id, n.seq, 'location_update', n.device_id, n.booking_id,
                    jsonb_build_object('seq', n.seq, 'type', 'location_update',
                                       'latest', n.newest_in_batch AND (cur.fix_time IS NULL OR n.fix_time > cur.fix_time))
                    || pgtrack_position_json(n.device_id, n.booking_id, n.fix_time, n.received_at, n.location,
-                                            n.speed, n.heading, n.altitude, n.accuracy, n.battery, n.attributes),
-                   d.group_name, d.grade
+                                            n.speed, n.heading, n.altitude, n.accuracy, n.battery, n.attributes)
+                   || jsonb_strip_nulls(jsonb_build_object('route_id', e.route_id, 'next_visit_id', e.next_visit_id,
+                          'distance_to_next_m', round(e.distance_m::numeric, 1)::float8,
+                          'eta_seconds', round(e.eta_seconds::numeric)::float8)),
+                   d.group_name, d.grade, e.route_id
               FROM numbered n
               JOIN devices d ON d.id = n.device_id
+              LEFT JOIN unnest(fleet) e ON e.position_id = n.id
               LEFT JOIN latest_positions cur ON cur.device_id = n.device_id
         )
         INSERT INTO latest_positions AS lp (device_id, tenant_id, booking_id, fix_time, received_at,
@@ -54,7 +65,9 @@ BEGIN
          -- An older (or equally old) fix never replaces the one shown on the map.
          WHERE lp.fix_time < EXCLUDED.fix_time;
 
-        PERFORM pgtrack_notify_logged(grp.tenant_id, base, base + grp.n);
+        -- Through the head as it is now: visit events the fleet step logged come after the fixes.
+        SELECT last_seq INTO head FROM change_log_heads WHERE tenant_id = grp.tenant_id;
+        PERFORM pgtrack_notify_logged(grp.tenant_id, base, head);
     END LOOP;
     RETURN NULL;
 END

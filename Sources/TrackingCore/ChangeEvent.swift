@@ -49,9 +49,11 @@ public struct Doorbell: Sendable, Decodable, Equatable {
         let v: UUID?
         let g: String?
         let r: Int?
+        /// The fleet route, for route rooms.
+        let o: UUID?
 
         var event: ChangeEvent {
-            let audience = v.map { EventAudience(device: $0, group: g ?? "", grade: r ?? 0) }
+            let audience = v.map { EventAudience(device: $0, group: g ?? "", grade: r ?? 0, route: o) }
             return ChangeEvent(seq: s, kind: k, json: d, audience: audience)
         }
     }

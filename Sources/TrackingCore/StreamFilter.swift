@@ -1,15 +1,18 @@
 import Foundation
 
-/// Who an event is about, as logged with it: the device and its group and grade at that time.
+/// Who an event is about, as logged with it: the device and its group and grade at that time,
+/// and the fleet route it belongs to (a driver's fix on a route in progress, a visit update).
 public struct EventAudience: Sendable, Equatable, Hashable {
     public let device: UUID
     public let group: String
     public let grade: Int
+    public let route: UUID?
 
-    public init(device: UUID, group: String, grade: Int) {
+    public init(device: UUID, group: String, grade: Int, route: UUID? = nil) {
         self.device = device
         self.group = group
         self.grade = grade
+        self.route = route
     }
 }
 
@@ -26,6 +29,8 @@ public enum StreamFilter: Sendable, Equatable {
     case device(UUID)
     /// Nothing (a driver with no device linked).
     case nothing
+    /// Events of one fleet route (a WebSocket route room, combined with the viewer's filter).
+    case route(UUID)
     /// What both allow (a WebSocket device room: the viewer's filter and that one device).
     indirect case both(StreamFilter, StreamFilter)
 
@@ -36,15 +41,24 @@ public enum StreamFilter: Sendable, Equatable {
         return scope.map { .scope($0) } ?? .everything
     }
 
+    private var narrowsToRoute: Bool {
+        switch self {
+        case .route: return true
+        case .both(let first, let second): return first.narrowsToRoute || second.narrowsToRoute
+        default: return false
+        }
+    }
+
     /// Events about no particular device are visible to everyone who may see the stream.
     public func allows(_ audience: EventAudience?) -> Bool {
-        guard let audience else { return self != .nothing }
+        guard let audience else { return self != .nothing && !narrowsToRoute }
         switch self {
         case .everything: return true
         case .scope(let scope): return scope.allows(group: audience.group, grade: audience.grade)
         case .group(let group): return audience.group == group
         case .device(let device): return audience.device == device
         case .nothing: return false
+        case .route(let route): return audience.route == route
         case .both(let first, let second): return first.allows(audience) && second.allows(audience)
         }
     }

@@ -10,9 +10,9 @@ import TrackingStore
 /// shared hub (the same fan-out as SSE), each room opened like an SSE stream (snapshot, or
 /// replay with `resume`), de-duplicated by seq and filtered by what the viewer may see.
 ///
-/// Client → server: `{"action":"join","room":"tenant:<id>"|"booking:<id>"|"device:<id>"|"admin:<id>"}`,
+/// Client → server: `{"action":"join","room":"tenant:<id>"|"booking:<id>"|"device:<id>"|"driver:<id>"|"route:<id>"|"admin:<id>"}`,
 /// `{"action":"resume","room":…,"since":<seq>}`, `{"action":"leave","room":…}`,
-/// `{"action":"ping"}`. Server → client: every message is an object with `type` and, for
+/// `{"action":"active_drivers","minutes":<1–1440, default 5>}`, `{"action":"ping"}`. Server → client: every message is an object with `type` and, for
 /// room traffic, `room`: `joined`, `left`, `snapshot`/`reset`, the events (`location_update`,
 /// `status`, …, each with `seq`), `add`/`remove` on scope changes, `pong`, `error`.
 ///
@@ -44,12 +44,13 @@ struct WebSocketSession {
     struct Room {
         let name: String
         let topic: BusTopic
-        /// Set for device rooms: a tenant topic narrowed to one device.
-        let device: UUID?
+        /// Set for device, driver and route rooms: the tenant topic narrowed to one device (a
+        /// driver's room is their device's) or to one fleet route.
+        let narrowing: StreamFilter?
         var progress: StreamProgress
 
         func filter(for viewer: StreamFilter) -> StreamFilter {
-            device.map { .both(viewer, .device($0)) } ?? viewer
+            narrowing.map { .both(viewer, $0) } ?? viewer
         }
     }
 
@@ -185,8 +186,10 @@ struct WebSocketSession {
                 try await send(#"{"type":"left","room":"\#(room)"}"#, outbound)
             case "ping":
                 try await send(#"{"type":"pong"}"#, outbound)
+            case "active_drivers":
+                try await sendActiveDrivers(minutes: command.minutes, viewer: state.viewer.filter, outbound: outbound)
             default:
-                try await send(Self.errorMessage("Unknown action \"\(command.action.prefix(40))\"; use join, resume, leave or ping.",
+                try await send(Self.errorMessage("Unknown action \"\(command.action.prefix(40))\"; use join, resume, leave, active_drivers or ping.",
                                                  code: "bad_message"), outbound)
             }
         } catch let error as RoomError {
@@ -202,12 +205,12 @@ struct WebSocketSession {
         guard state.rooms.count < settings.maxRooms else {
             throw RoomError(room: name, message: "a socket holds at most \(settings.maxRooms) rooms; leave one first")
         }
-        let (topic, device) = try await resolve(name, viewer: state.viewer.filter)
+        let (topic, narrowing) = try await resolve(name, viewer: state.viewer.filter)
         if state.subscriptions[topic] == nil {
             state.subscriptions[topic] = try await hub.subscribe(topics: [topic], into: mailbox)
         }
         let liveSince = ContinuousClock.now
-        var room = Room(name: name, topic: topic, device: device, progress: StreamProgress(filter: .nothing))
+        var room = Room(name: name, topic: topic, narrowing: narrowing, progress: StreamProgress(filter: .nothing))
         let filter = room.filter(for: state.viewer.filter)
         do {
             guard let bounds = try await repository.logBounds(tenant: topic.tenant) else { throw RoomError(room: name, message: "unknown room") }
@@ -239,9 +242,9 @@ struct WebSocketSession {
 
     /// A room name as a topic the caller may join. Every refusal reads the same, so a room of
     /// another tenant cannot be told from one that does not exist.
-    private func resolve(_ name: String, viewer: StreamFilter) async throws -> (BusTopic, UUID?) {
+    private func resolve(_ name: String, viewer: StreamFilter) async throws -> (BusTopic, StreamFilter?) {
         let tenant = admission.principal.tenant
-        let refused = RoomError(room: name, message: "unknown room or not allowed; rooms are tenant:<id>, booking:<id>, device:<id> and (admins) admin:<id>")
+        let refused = RoomError(room: name, message: "unknown room or not allowed; rooms are tenant:<id>, booking:<id>, device:<id>, driver:<id>, route:<id> and (admins) admin:<id>")
         guard let colon = name.firstIndex(of: ":") else { throw refused }
         let kind = name[..<colon]
         let id = String(name[name.index(after: colon)...])
@@ -260,7 +263,20 @@ struct WebSocketSession {
             guard let device = UUID(uuidString: id), id == id.lowercased(),
                   let record = try await repository.device(device, tenant: tenant), viewer.allows(record.audience)
             else { throw refused }
-            return (.tenant(tenant), device)
+            return (.tenant(tenant), .device(device))
+        case "driver", "route":
+            // Fleet rooms narrow the tenant stream (see SQL/100_fleet.sql): a driver's room is
+            // their device's events (fixes and visit updates); a route's, the events logged with
+            // that route. Users only; a driver-role user only their own.
+            guard let fleetID = UUID(uuidString: id), case .user(let user) = admission.principal else { throw refused }
+            let record = kind == "driver" ? try await repository.driver(fleetID, tenant: tenant)
+                                          : try await repository.route(fleetID, tenant: tenant)
+            guard let record, FleetRoutes.canSee(record.audience, user) else { throw refused }
+            if kind == "route" { return (.tenant(tenant), .route(fleetID)) }
+            guard let device = record.audience?.device else {
+                throw RoomError(room: name, message: "driver \(id) has no device, so no events")
+            }
+            return (.tenant(tenant), .device(device))
         default:
             throw refused
         }
@@ -272,7 +288,7 @@ struct WebSocketSession {
         var tripEnded = false
         for name in state.rooms.keys where state.rooms[name]?.topic == delivery.topic {
             guard state.rooms[name]!.progress.shouldSend(delivery) else { continue }
-            if state.rooms[name]!.device == nil, let message = delivery.message {
+            if state.rooms[name]!.narrowing == nil, let message = delivery.message {
                 try await sendFrame(message, outbound)
             } else {
                 try await send(RoomMessage.tagged(delivery.json, room: name), outbound)
@@ -304,6 +320,20 @@ struct WebSocketSession {
             }
             state.rooms[name]!.progress.changeFilter(to: room.filter(for: new), asOf: change.seq, added: change.added)
         }
+    }
+
+    /// Drivers with a fix in the last `minutes` and their latest position, as the viewer may see them.
+    private func sendActiveDrivers(minutes: Int?, viewer: StreamFilter, outbound: WebSocketOutboundWriter) async throws {
+        let minutes = minutes ?? 5
+        guard (1...1_440).contains(minutes) else {
+            throw RoomError(room: nil, message: "\"minutes\" must be 1–1440")
+        }
+        guard case .user(let user) = admission.principal else {
+            throw RoomError(room: nil, message: "active_drivers is for signed-in users")
+        }
+        let drivers = try await repository.activeDrivers(tenant: user.tenant, minutes: minutes)
+            .filter { FleetRoutes.canSee($0.audience, user) && viewer.allows($0.audience) }
+        try await send(#"{"type":"active_drivers","minutes":\#(minutes),"drivers":[\#(drivers.map(\.json).joined(separator: ","))]}"#, outbound)
     }
 
     // MARK: Writing
@@ -347,6 +377,8 @@ struct ClientCommand {
     let room: String?
     /// The seq to resume after, as given (a number or a numeric string).
     let since: String?
+    /// For active_drivers: how far back a fix counts.
+    var minutes: Int? = nil
 
     static func parse(_ text: String) -> ClientCommand? {
         guard let object = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any],
@@ -357,12 +389,13 @@ struct ClientCommand {
         case let text as String: text
         default: nil
         }
-        return ClientCommand(action: action, room: object["room"] as? String, since: since)
+        return ClientCommand(action: action, room: object["room"] as? String, since: since,
+                             minutes: (object["minutes"] as? NSNumber).map { $0.intValue })
     }
 
     func requireRoom() throws -> String {
         guard let room, !room.isEmpty, room.utf8.count <= 80 else {
-            throw RoomError(room: nil, message: "\"room\" is required: tenant:<id>, booking:<id> or device:<id>")
+            throw RoomError(room: nil, message: "\"room\" is required: tenant:<id>, booking:<id>, device:<id>, driver:<id> or route:<id>")
         }
         return room
     }

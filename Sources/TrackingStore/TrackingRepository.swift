@@ -275,15 +275,15 @@ public struct TrackingRepository: Sendable {
         let admin: Bool = if case .admin = topic { true } else { false }
         return try await withTenant(topic.tenant) { connection in
             let rows = try await connection.query("""
-                SELECT seq, kind, payload::text, device_id, device_group, device_grade FROM change_log
+                SELECT seq, kind, payload::text, device_id, device_group, device_grade, route_id FROM change_log
                  WHERE tenant_id = \(topic.tenant.rawValue) AND seq > \(after) AND seq <= \(upper)
                    AND (\(bookingFilter)::text IS NULL OR booking_id = \(bookingFilter))
                    AND (kind = ANY (pgtrack_admin_kinds())) = \(admin)
                  ORDER BY seq LIMIT \(limit)
                 """, logger: logger)
             var events: [ChangeEvent] = []
-            for try await (seq, kind, json, device, group, grade) in rows.decode((Int64, String, String, UUID?, String?, Int?).self) {
-                let audience = device.map { EventAudience(device: $0, group: group ?? "", grade: grade ?? 0) }
+            for try await (seq, kind, json, device, group, grade, route) in rows.decode((Int64, String, String, UUID?, String?, Int?, UUID?).self) {
+                let audience = device.map { EventAudience(device: $0, group: group ?? "", grade: grade ?? 0, route: route) }
                 events.append(ChangeEvent(seq: seq, kind: kind, json: json, audience: audience))
             }
             return events

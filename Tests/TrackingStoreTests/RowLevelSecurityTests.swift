@@ -19,6 +19,7 @@ struct RowLevelSecurityTests {
         ("sync.accounts", "tenant_id"), ("sync.customers", "tenant_id"), ("sync.products", "tenant_id"),
         ("sync.orders", "tenant_id"), ("sync.users", "tenant_id"), ("sync.sync_state", "tenant_id"),
         ("sync.table_mappings", "tenant_id"), ("sync.dead_letters", "tenant_id"), ("sync.lag_ticks", "tenant_id"),
+        ("drivers", "tenant_id"), ("routes", "tenant_id"), ("visits", "tenant_id"),
     ]
 
     /// Tables the tenant role may at most read (written by the maintenance pass as the owner),
@@ -129,6 +130,7 @@ struct RowLevelSecurityTests {
                 ("a sync change event", """
                     SELECT pgtrack_sync_apply('globex', '{"op":"c","after":{"id":"planted"},"source":{"table":"orders","ts_ms":1}}')
                     """),
+                ("drivers", "INSERT INTO drivers (tenant_id, name) VALUES ('globex', 'planted-driver')"),
                 ("devices (move)", "UPDATE devices SET tenant_id = 'globex' WHERE tenant_id = 'acme'"),
                 ("users (move)", "UPDATE users SET tenant_id = 'globex' WHERE tenant_id = 'acme'"),
                 ("positions (move)", "UPDATE positions SET tenant_id = 'globex' WHERE tenant_id = 'acme'"),
@@ -155,7 +157,9 @@ struct RowLevelSecurityTests {
                     "trips": "status = status", "sync.accounts": "data = data", "sync.customers": "data = data",
                     "sync.products": "data = data", "sync.orders": "data = data", "sync.users": "data = data",
                     "sync.sync_state": "errors = errors", "sync.table_mappings": "key_column = key_column",
-                    "sync.dead_letters": "reason = reason", "sync.lag_ticks": "logged_at = logged_at"]
+                    "sync.dead_letters": "reason = reason", "sync.lag_ticks": "logged_at = logged_at",
+                    "drivers": "name = name", "routes": "status = status",
+                    "visits": "status = status"]
         try await withTenantRole(session, url) { connection in
             try await connection.rlsRun("SELECT set_config('pgtrack.tenant', 'acme', false)")
             for table in Self.tables {
@@ -423,6 +427,11 @@ private struct TwoTenants: Sendable {
                     INSERT INTO sync.table_mappings (tenant_id, source_table, target_table) VALUES (\(tenant), 'crm', 'customers')
                     """)
                 try await owner.rlsRun("INSERT INTO sync.lag_ticks (tenant_id, logged_at) VALUES (\(tenant), now())")
+                try await owner.rlsRun("""
+                    WITH d AS (INSERT INTO drivers (tenant_id, name, device_id) VALUES (\(tenant), 'Driver', \(device)) RETURNING id),
+                         r AS (INSERT INTO routes (tenant_id, driver_id, scheduled_date) SELECT \(tenant), id, current_date FROM d RETURNING id)
+                    INSERT INTO visits (tenant_id, route_id, customer_id, sequence) SELECT \(tenant), id, 'c1', 1 FROM r
+                    """)
                 return Rows(device: device, user: user)
             }
             let acme = try await populate("acme", positions: 2, longitude: 13.4)
