@@ -78,12 +78,13 @@ struct WebSocketRoutes {
     }
 
     /// One error message, then a close with code 4000 + status and the error code as reason.
-    /// The short pause first keeps them out of the TCP read that carries the 101: some client
+    /// The pause first keeps them out of the TCP read that carries the 101: some client
     /// upgraders (swift-nio's among them) drop frames that arrive bundled with it, and then
-    /// never see the refusal nor the close. An accepted socket's first frame comes after
-    /// database work, so it is never that early.
+    /// never see the refusal nor the close. 50 ms was not enough on a loaded 2-core machine
+    /// (the refusal test failed 2 full runs in 5); a refusal is rare, so its latency is cheap.
+    /// An accepted socket's first frame comes after database work, so it is never that early.
     static func refuse(_ error: APIError, outbound: WebSocketOutboundWriter) async throws {
-        try await Task.sleep(for: .milliseconds(50))
+        try await Task.sleep(for: .milliseconds(300))
         try await outbound.write(.text(WebSocketSession.errorMessage(error.message, code: error.code, status: error.status)))
         try await outbound.close(.unknown(UInt16(4000 + error.status)), reason: error.code)
     }
