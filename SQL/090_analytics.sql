@@ -51,14 +51,15 @@ $$;
 GRANT USAGE ON SCHEMA sync TO pgtrack_analytics;
 GRANT USAGE, CREATE ON SCHEMA analytics TO pgtrack_analytics;
 GRANT SELECT ON tenants, devices, positions, latest_positions, trips, rollup_device_hourly, rollup_device_daily,
-                position_tracks, sync.sync_state
+                position_tracks, drivers, routes, visits, sync.sync_state, sync.customers
    TO pgtrack_analytics;
 DO $$
 DECLARE
     t text;
 BEGIN
     FOREACH t IN ARRAY ARRAY['devices', 'positions', 'latest_positions', 'trips', 'rollup_device_hourly',
-                             'rollup_device_daily', 'position_tracks', 'sync.sync_state'] LOOP
+                             'rollup_device_daily', 'position_tracks', 'drivers', 'routes', 'visits', 'sync.sync_state',
+                             'sync.customers'] LOOP
         EXECUTE format('DROP POLICY IF EXISTS analytics_read ON %s', t);
         EXECUTE format('CREATE POLICY analytics_read ON %s FOR SELECT TO pgtrack_analytics '
                        'USING (tenant_id = (SELECT pgtrack_analyst_tenant()))', t);
@@ -69,7 +70,8 @@ DROP POLICY IF EXISTS analytics_read ON tenants;
 CREATE POLICY analytics_read ON tenants FOR SELECT TO pgtrack_analytics USING (id = (SELECT pgtrack_analyst_tenant()));
 
 DROP VIEW IF EXISTS analytics.latest_positions, analytics.positions, analytics.trips, analytics.device_hourly_stats,
-                    analytics.device_daily_stats, analytics.device_tracks, analytics.sync_lag;
+                    analytics.device_daily_stats, analytics.device_tracks, analytics.sync_lag,
+                    analytics.driver_daily_stats, analytics.visit_completions;
 
 -- The newest fix of every device, GeoJSON-ready: `feature` is a GeoJSON Feature, so
 -- jsonb_build_object('type','FeatureCollection','features', jsonb_agg(feature)) is a map layer.
@@ -133,6 +135,51 @@ SELECT r.tenant_id, r.device_id, d.name AS device_name, r.day, r.points, r.dista
   FROM rollup_device_daily r
   JOIN devices d ON d.id = r.device_id AND d.tenant_id = r.tenant_id;
 
+-- Per driver and UTC day: the daily rollup of the driver's device (the device linked to the
+-- driver now) plus the visits of the driver's routes completed that day.
+CREATE VIEW analytics.driver_daily_stats AS
+WITH completed AS (
+    SELECT r.tenant_id, r.driver_id, (v.completed_at AT TIME ZONE 'UTC')::date AS day, count(*) AS visits_completed
+      FROM visits v
+      JOIN routes r ON r.id = v.route_id AND r.tenant_id = v.tenant_id
+     WHERE v.completed_at IS NOT NULL
+     GROUP BY 1, 2, 3
+), days AS (
+    SELECT dr.tenant_id, dr.id AS driver_id, r.day
+      FROM drivers dr JOIN rollup_device_daily r ON r.device_id = dr.device_id AND r.tenant_id = dr.tenant_id
+    UNION
+    SELECT tenant_id, driver_id, day FROM completed
+)
+SELECT d.tenant_id, d.driver_id, dr.name AS driver_name, d.day,
+       coalesce(r.points, 0) AS points, coalesce(r.distance_metres, 0) AS distance_metres,
+       coalesce(r.moving_seconds, 0) AS moving_seconds, coalesce(r.tracked_seconds, 0) AS tracked_seconds,
+       CASE WHEN r.tracked_seconds > 0 THEN round((100 * r.moving_seconds / r.tracked_seconds)::numeric, 2)::float8 END
+           AS moving_percent,
+       r.max_speed, CASE WHEN r.speed_count > 0 THEN r.speed_sum / r.speed_count END AS avg_speed,
+       r.first_fix, r.last_fix, coalesce(c.visits_completed, 0) AS visits_completed
+  FROM days d
+  JOIN drivers dr ON dr.id = d.driver_id AND dr.tenant_id = d.tenant_id
+  LEFT JOIN rollup_device_daily r ON r.device_id = dr.device_id AND r.tenant_id = d.tenant_id AND r.day = d.day
+  LEFT JOIN completed c ON c.driver_id = d.driver_id AND c.day = d.day;
+
+-- Every planned visit with its plan (route, sequence, time window) beside what happened: arrival,
+-- start, completion and departure times, dwell (arrival to departure, or to completion while
+-- not departed), whether the arrival fell inside the window and how late it was.
+CREATE VIEW analytics.visit_completions AS
+SELECT v.tenant_id, v.id AS visit_id, v.route_id, r.name AS route_name, r.scheduled_date, r.driver_id,
+       dr.name AS driver_name, v.customer_id, c.name AS customer_name, v.sequence, v.visit_type, v.status,
+       v.window_start, v.window_end, v.arrived_at, v.started_at, v.completed_at, v.departed_at,
+       extract(epoch FROM coalesce(v.departed_at, v.completed_at) - v.arrived_at)::float8 AS dwell_seconds,
+       CASE WHEN v.arrived_at IS NOT NULL
+            THEN (v.window_start IS NULL OR v.arrived_at >= v.window_start)
+                 AND (v.window_end IS NULL OR v.arrived_at <= v.window_end) END AS arrived_in_window,
+       CASE WHEN v.arrived_at IS NOT NULL AND v.window_end IS NOT NULL
+            THEN greatest(extract(epoch FROM v.arrived_at - v.window_end)::float8, 0) END AS late_seconds
+  FROM visits v
+  JOIN routes r ON r.id = v.route_id AND r.tenant_id = v.tenant_id
+  JOIN drivers dr ON dr.id = r.driver_id AND dr.tenant_id = r.tenant_id
+  LEFT JOIN sync.customers c ON c.tenant_id = v.tenant_id AND c.id = v.customer_id;
+
 -- Compacted history (raw days compacted before they were dropped): one row per device and hour.
 CREATE VIEW analytics.device_tracks AS
 SELECT t.tenant_id, t.device_id, d.name AS device_name, t.bucket AS hour, t.point_count, t.track,
@@ -156,7 +203,7 @@ DECLARE
     v text;
 BEGIN
     FOREACH v IN ARRAY ARRAY['latest_positions', 'positions', 'trips', 'device_hourly_stats', 'device_daily_stats',
-                             'device_tracks', 'sync_lag'] LOOP
+                             'driver_daily_stats', 'visit_completions', 'device_tracks', 'sync_lag'] LOOP
         EXECUTE format('ALTER VIEW analytics.%I OWNER TO pgtrack_analytics', v);
         EXECUTE format('GRANT SELECT ON analytics.%I TO pgtrack_analyst', v);
     END LOOP;

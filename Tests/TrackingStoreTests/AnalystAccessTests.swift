@@ -10,7 +10,7 @@ import TrackingTestSupport
 @Suite("analyst SQL access", .timeLimit(.minutes(2)))
 struct AnalystAccessTests {
     static let views = ["latest_positions", "positions", "trips", "device_hourly_stats", "device_daily_stats",
-                        "device_tracks", "sync_lag"]
+                        "driver_daily_stats", "visit_completions", "device_tracks", "sync_lag"]
 
     /// Two tenants with a device, fixes, a trip, a compacted hour, rollups and sync state each.
     static func seed(_ client: PostgresClient) async throws {
@@ -25,6 +25,18 @@ struct AnalystAccessTests {
             try await client.run("SELECT pgtrack_trip_finish(\(tenant), \("trip-" + tenant), 'completed')")
             try await client.run("""
                 SELECT pgtrack_sync_apply(\(tenant), '{"op":"c","after":{"id":1,"name":"A"},"source":{"table":"accounts","ts_ms":1763900000000,"lsn":1}}')
+                """)
+            // A driver of the device whose route had one visit completed 20 minutes after arrival, today.
+            try await client.run("""
+                SELECT pgtrack_sync_apply(\(tenant), '{"op":"c","after":{"id":"c1","name":"Shop","latitude":52.5,"longitude":13.4},"source":{"table":"customers","ts_ms":1763900000000,"lsn":2}}')
+                """)
+            try await client.run("""
+                WITH d AS (INSERT INTO drivers (tenant_id, name, device_id) VALUES (\(tenant), 'Driver', \(setup.device.id)) RETURNING id),
+                     r AS (INSERT INTO routes (tenant_id, driver_id, scheduled_date) SELECT \(tenant), id, current_date FROM d RETURNING id)
+                INSERT INTO visits (tenant_id, route_id, customer_id, sequence, status, window_start, window_end,
+                                    arrived_at, completed_at)
+                SELECT \(tenant), id, 'c1', 1, 'completed', now() - interval '2 hours', now() - interval '1 hour',
+                       now() - interval '30 minutes', now() - interval '10 minutes' FROM r
                 """)
         }
         _ = try await Maintenance(client: client, logger: TestCluster.logger).run(daysBack: 30, daysAhead: 7)
@@ -65,6 +77,28 @@ struct AnalystAccessTests {
         let seen = try await analyst.query("SELECT count(*) FROM analytics.positions WHERE tenant_id = 'globex'",
                                            logger: TestCluster.logger).decode(Int.self).first { _ in true }
         #expect(seen == 0)
+    }
+
+    @Test("driver_daily_stats is the driver's device day plus visits completed; visit_completions compares plan and arrival")
+    func driverAndVisitViews() async throws {
+        let (_, analyst) = try await Self.seededAnalyst()
+        defer { Task { try? await analyst.close() } }
+        let rows = try await analyst.query("""
+            SELECT d.points, d.visits_completed, coalesce(s.points, 0)
+              FROM analytics.driver_daily_stats d
+              LEFT JOIN analytics.device_daily_stats s ON s.day = d.day
+             WHERE d.day = (now() AT TIME ZONE 'UTC')::date
+            """, logger: TestCluster.logger).decode((Int, Int, Int).self)
+        var today: [(Int, Int, Int)] = []
+        for try await row in rows { today.append(row) }
+        try #require(today.count == 1, "one driver-day today: \(today)")
+        #expect(today[0].0 == today[0].2 && today[0].0 > 0, "the device day of the driver: \(today)")
+        #expect(today[0].1 == 1)
+        let visit = try await analyst.query("""
+            SELECT customer_name, round(dwell_seconds)::int, arrived_in_window, round(late_seconds)::int
+              FROM analytics.visit_completions
+            """, logger: TestCluster.logger).decode((String?, Int, Bool, Int).self).first { _ in true }
+        #expect(visit?.0 == "Shop" && visit?.1 == 1_200 && visit?.2 == false && visit?.3 == 1_800, "\(String(describing: visit))")
     }
 
     @Test("an analyst cannot read base tables or the sync schema, cannot write, cannot become the tenant role")
