@@ -16,6 +16,7 @@ struct RowLevelSecurityTests {
         ("tenants", "id"), ("devices", "tenant_id"), ("device_api_keys", "tenant_id"), ("users", "tenant_id"),
         ("refresh_tokens", "tenant_id"), ("positions", "tenant_id"), ("latest_positions", "tenant_id"),
         ("change_log", "tenant_id"), ("change_log_heads", "tenant_id"), ("trips", "tenant_id"),
+        ("ingest_api_keys", "tenant_id"), ("device_events", "tenant_id"),
     ]
 
     /// Tables the tenant role may at most read (written by the maintenance pass as the owner),
@@ -120,6 +121,10 @@ struct RowLevelSecurityTests {
                     INSERT INTO change_log (tenant_id, seq, kind, payload) VALUES ('globex', 999999, 'planted', '{}')
                     """),
                 ("change_log_heads", "INSERT INTO change_log_heads (tenant_id) VALUES ('globex')"),
+                ("ingest_api_keys", "INSERT INTO ingest_api_keys (tenant_id, name, key_hash) VALUES ('globex', 'planted', sha256('planted'::bytea))"),
+                ("device_events", """
+                    INSERT INTO device_events (tenant_id, device_id, type, event_time) VALUES ('globex', \(g.device), 'alarm', now())
+                    """),
                 ("devices (move)", "UPDATE devices SET tenant_id = 'globex' WHERE tenant_id = 'acme'"),
                 ("users (move)", "UPDATE users SET tenant_id = 'globex' WHERE tenant_id = 'acme'"),
                 ("positions (move)", "UPDATE positions SET tenant_id = 'globex' WHERE tenant_id = 'acme'"),
@@ -143,7 +148,7 @@ struct RowLevelSecurityTests {
         let noOp = ["tenants": "name = name", "devices": "name = name", "device_api_keys": "key_prefix = key_prefix",
                     "users": "name = name", "refresh_tokens": "expires_at = expires_at", "positions": "speed = speed",
                     "latest_positions": "speed = speed", "change_log": "kind = kind", "change_log_heads": "last_seq = last_seq",
-                    "trips": "status = status"]
+                    "trips": "status = status", "ingest_api_keys": "name = name", "device_events": "type = type"]
         try await withTenantRole(session, url) { connection in
             try await connection.rlsRun("SELECT set_config('pgtrack.tenant', 'acme', false)")
             for table in Self.tables {
@@ -384,6 +389,13 @@ private struct TwoTenants: Sendable {
                       FROM generate_series(1, \(positions)) g
                     """)
                 try await owner.rlsRun("SELECT pgtrack_trip_accept(\(tenant), \("trip-" + tenant), \(device))")
+                try await owner.rlsRun("""
+                    INSERT INTO ingest_api_keys (tenant_id, name, key_hash)
+                    VALUES (\(tenant), 'traccar', sha256(convert_to(gen_random_uuid()::text, 'UTF8')))
+                    """)
+                try await owner.rlsRun("""
+                    INSERT INTO device_events (tenant_id, device_id, type, event_time) VALUES (\(tenant), \(device), 'ignitionOn', now())
+                    """)
                 return Rows(device: device, user: user)
             }
             let acme = try await populate("acme", positions: 2, longitude: 13.4)
