@@ -12,11 +12,12 @@ import TrackingTestSupport
 struct FixFilterTests {
     /// A fix at `metres` north of 52.5/13.4, `secondsAgo` before the test started.
     static func fix(_ secondsAgo: Double, north metres: Double = 0, extra: String = "") -> String {
-        let time = start.addingTimeInterval(-secondsAgo)
+        let time = Self.time(secondsAgo)
         return #"{"latitude":\#(52.5 + metres / 111_195),"longitude":13.4,"timestamp":"\#(time.iso8601)"\#(extra)}"#
     }
 
-    static let start = Date()
+    /// Whole seconds, so every time below is exact in JSON (milliseconds) and in the database.
+    static let start = Date(timeIntervalSince1970: Date().timeIntervalSince1970.rounded(.down))
 
     static func settings(_ live: LiveNode, _ admin: TestUser, _ json: String) async throws {
         let reply = try await live.put("/api/v1/settings/filters", bearer: admin.accessToken, json: json)
@@ -44,10 +45,7 @@ struct FixFilterTests {
         }
     }
 
-    static func time(_ secondsAgo: Double) -> Date {
-        // Stored with microseconds; compare at millisecond resolution like the JSON.
-        Date(timeIntervalSince1970: (start.addingTimeInterval(-secondsAgo).timeIntervalSince1970 * 1_000).rounded() / 1_000)
-    }
+    static func time(_ secondsAgo: Double) -> Date { start.addingTimeInterval(-secondsAgo) }
 
     static func close(_ a: Date?, _ b: Date) -> Bool { a.map { abs($0.timeIntervalSince(b)) < 0.002 } ?? false }
 
@@ -87,7 +85,7 @@ struct FixFilterTests {
             try await Self.settings(live, admin, #"{"invalid":true,"zero":true,"accuracy_metres":100,"future_seconds":30}"#)
             let stream = try await live.stream("/api/v1/stream", apiKey: setup.apiKey)
             _ = try await stream.opening()
-            let future = Self.start.addingTimeInterval(120).iso8601
+            let future = Date(timeIntervalSince1970: Date().timeIntervalSince1970.rounded(.down) + 120).iso8601
             let batch = "[" + [
                 Self.fix(50),
                 Self.fix(40, north: 100, extra: #","attributes":{"valid":false}"#),
@@ -205,6 +203,27 @@ struct FixFilterTests {
             #expect(try reply.object()["filtered"] as? Int == 1)
             #expect(try await Self.reasons(live, device: device.id) == [nil, "invalid"])
             #expect(Self.close(try await Self.marker(live, device: device.id), Self.time(20)))
+        }
+    }
+}
+
+extension FixFilterTests {
+    @Test("with a broadcast throttle, a filtered fix never displaces the held accepted one")
+    func throttleKeepsAccepted() async throws {
+        try await LiveNode.run({ $0.minBroadcastInterval = .seconds(1) }) { live in
+            let setup = try await TestTenant.create(live.repository)
+            let admin = try await live.user(.admin, in: setup.tenant)
+            try await Self.settings(live, admin, #"{"zero":true}"#)
+            let stream = try await live.stream("/api/v1/stream", apiKey: setup.apiKey)
+            _ = try await stream.opening()
+            let batch = "[" + [Self.fix(50), Self.fix(40, north: 10),
+                               #"{"latitude":0,"longitude":0,"timestamp":"\#(Self.time(30).iso8601)"}"#].joined(separator: ",") + "]"
+            let reply = try await live.post("/api/v1/locations", apiKey: setup.apiKey, json: batch)
+            #expect(try reply.object()["filtered"] as? Int == 1)
+            let events = try await stream.collect(2)
+            #expect(try events.map { try $0.object()["timestamp"] as? String } == [Self.time(50).iso8601, Self.time(40).iso8601],
+                    "the held update released after the interval is the accepted fix, not the filtered one")
+            #expect(try events.map { try $0.object()["latest"] as? Bool } == [false, true])
         }
     }
 }
