@@ -257,6 +257,7 @@ public struct TrackingRepository: Sendable {
                                      p.attributes) AS j
                             FROM positions p
                            WHERE p.tenant_id = \(tenant.rawValue) AND p.booking_id = \(booking.rawValue)
+                             AND p.filter_reason IS NULL  -- a filtered fix is never a marker
                            ORDER BY p.device_id, p.fix_time DESC, p.id DESC) latest ON latest.tenant_id = h.tenant_id
                       LEFT JOIN devices d ON d.id = latest.device_id
                      WHERE h.tenant_id = \(tenant.rawValue)

@@ -227,3 +227,30 @@ extension FixFilterTests {
         }
     }
 }
+
+extension FixFilterTests {
+    @Test("a flagged fix is no point of the trip: metadata, points, route and the booking snapshot leave it out")
+    func tripIgnoresFiltered() async throws {
+        try await LiveNode.run { live in
+            let setup = try await TestTenant.create(live.repository)
+            let admin = try await live.user(.admin, in: setup.tenant)
+            try await Self.settings(live, admin, #"{"max_speed":70}"#)
+            let accept = try await live.post("/api/v1/bookings/b-1/accept", apiKey: setup.apiKey, json: "{}")
+            #expect(accept.status == 201, "\(accept.body)")
+            let batch = "[" + [Self.fix(30), Self.fix(20, north: 100), Self.fix(10, north: 50_000)].joined(separator: ",") + "]"
+            let reply = try await live.post("/api/v1/locations", apiKey: setup.apiKey, json: batch)
+            #expect(try reply.object()["filtered"] as? Int == 1, "\(reply.body)")
+            let trip = try await live.get("/api/v1/tracking/b-1", apiKey: setup.apiKey).object()
+            #expect(trip["point_count"] as? Int == 2)
+            #expect(((trip["distance_metres"] as? Double) ?? 0) < 200, "the 50 km outlier adds no distance: \(trip)")
+            let points = try await live.get("/api/v1/tracking/b-1/points", apiKey: setup.apiKey).object()
+            #expect((points["points"] as? [Any])?.count == 2)
+            let route = try await live.get("/api/v1/tracking/b-1/route?points=true", apiKey: setup.apiKey)
+            #expect(!route.body.contains("52.9"), "the outlier (52.95) is not in the route")
+            let stream = try await live.stream("/api/v1/bookings/b-1/stream", apiKey: setup.apiKey)
+            let snapshot = try await stream.opening().object()
+            let positions = try #require(snapshot["positions"] as? [[String: Any]])
+            #expect(positions.first?["timestamp"] as? String == Self.time(20).iso8601)
+        }
+    }
+}
