@@ -141,6 +141,7 @@ public struct TrackingRepository: Sendable {
         }
         let json = String(decoding: try JSONEncoder().encode(rows), as: UTF8.self)
         var ids: [Int64] = []
+        var filtering = false
         do {
             let inserted = try await connection.query("""
                 INSERT INTO positions (tenant_id, device_id, booking_id, fix_time, location,
@@ -154,9 +155,12 @@ public struct TrackingRepository: Sendable {
                        WITH ORDINALITY AS p(lat, lon, t, speed, heading, altitude, accuracy, battery,
                                             booking_id, attributes, ord)
                  ORDER BY p.ord
-                RETURNING id
+                RETURNING id, (SELECT pgtrack_filters_enabled(t) FROM tenants t WHERE t.id = \(tenant.rawValue))
                 """, logger: logger)
-            for try await id in inserted.decode(Int64.self) { ids.append(id) }
+            for try await (id, enabled) in inserted.decode((Int64, Bool?).self) {
+                ids.append(id)
+                filtering = filtering || enabled == true
+            }
         } catch let error as PSQLError where error.sqlState == "23514" && error.serverMessage.contains("no partition") {
             // No partition for the fix time: outside the window kept ahead/behind. Nothing was written.
             throw APIError.invalid("timestamp: no stored day covers it; fixes must fall in the partition window", field: "timestamp", index: nil)
@@ -167,6 +171,8 @@ public struct TrackingRepository: Sendable {
         } catch let error as PSQLError where error.sqlState == "23503" {
             throw APIError.unauthorized("device \(device) no longer exists")
         }
+        // Without filters every row was accepted: no second round trip on the common path.
+        guard filtering else { return IngestOutcome(accepted: ids.count, filtered: 0, dropped: 0) }
         return try await judged(ids, device: device, tenant: tenant, between: positions.map(\.fixTime), on: connection)
     }
 
