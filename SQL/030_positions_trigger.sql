@@ -24,6 +24,9 @@ BEGIN
         f_ids := '{}'; f_reasons := '{}';
         dropping := settings.filter_mode = 'drop';
         IF pgtrack_filters_enabled(settings) OR EXISTS (SELECT 1 FROM new_rows r WHERE r.tenant_id = grp.tenant_id AND r.filter_reason IS NOT NULL) THEN
+            -- Take the head lock before judging, so the marker and history the filters compare
+            -- with include every earlier writer of the tenant (the same serialisation as below).
+            PERFORM 1 FROM change_log_heads WHERE tenant_id = grp.tenant_id FOR UPDATE;
             SELECT coalesce(array_agg(f.id), '{}'), array_agg(f.device_id), array_agg(f.fix_time), coalesce(array_agg(f.reason), '{}')
               INTO f_ids, f_devices, f_times, f_reasons
               FROM pgtrack_position_filter(settings, ARRAY(SELECT ROW(r.*)::positions FROM new_rows r WHERE r.tenant_id = grp.tenant_id)) f;

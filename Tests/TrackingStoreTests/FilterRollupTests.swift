@@ -35,3 +35,45 @@ struct FilterRollupTests {
         }
     }
 }
+
+extension FilterRollupTests {
+    @Test("concurrent writers: the second is judged after the first commits (the duplicate filter sees its fix)")
+    func concurrentWritersSerialised() async throws {
+        let url = try await TestCluster.freshDatabase()
+        let (tenant, device) = try await TestCluster.withClient(url) { client in
+            let acme = try await TestTenant.create(TrackingRepository(client: client, logger: TestCluster.logger))
+            try await client.run("UPDATE tenants SET filter_duplicate = true WHERE id = 'acme'")
+            return (acme.tenant, acme.device.id)
+        }
+        let time = Date(timeIntervalSince1970: (Date().timeIntervalSince1970 - 60).rounded(.down))
+        let insert: PostgresQuery = """
+            INSERT INTO positions (tenant_id, device_id, fix_time, location)
+            VALUES (\(tenant.rawValue), \(device), \(time), ST_MakePoint(13.4, 52.5)::geography)
+            """
+        let first = try await TestCluster.connect(url, applicationName: "pgtrack-test-first")
+        let second = try await TestCluster.connect(url, applicationName: "pgtrack-test-second")
+        do {
+            _ = try await first.query("BEGIN", logger: TestCluster.logger)
+            _ = try await first.query(insert, logger: TestCluster.logger)
+            let waiting = Task {
+                _ = try await second.query("BEGIN", logger: TestCluster.logger)
+                _ = try await second.query(insert, logger: TestCluster.logger)  // waits for the first's head lock
+                _ = try await second.query("COMMIT", logger: TestCluster.logger)
+            }
+            try await Task.sleep(for: .milliseconds(300))
+            _ = try await first.query("COMMIT", logger: TestCluster.logger)
+            try await waiting.value
+            var reasons: [String?] = []
+            for try await reason in try await first.query(
+                "SELECT filter_reason FROM positions WHERE device_id = \(device) ORDER BY id", logger: TestCluster.logger
+            ).decode(String?.self) { reasons.append(reason) }
+            #expect(reasons == [nil, "duplicate"])
+            try await first.close()
+            try await second.close()
+        } catch {
+            try? await first.close()
+            try? await second.close()
+            throw error
+        }
+    }
+}
