@@ -52,7 +52,8 @@ ALTER TABLE tenants
     ADD COLUMN filter_max_speed          double precision CHECK (filter_max_speed BETWEEN 1 AND 1000),
     ADD COLUMN filter_min_period_seconds double precision CHECK (filter_min_period_seconds BETWEEN 0.1 AND 86400),
     ADD COLUMN filter_jitter_metres      double precision CHECK (filter_jitter_metres BETWEEN 0.1 AND 1000),
-    ADD COLUMN filter_stationary_speed   double precision NOT NULL DEFAULT 1 CHECK (filter_stationary_speed BETWEEN 0 AND 10);
+    ADD COLUMN filter_stationary_speed   double precision NOT NULL DEFAULT 1 CHECK (filter_stationary_speed BETWEEN 0 AND 10),
+    ADD COLUMN filter_skip_limit_seconds double precision CHECK (filter_skip_limit_seconds BETWEEN 1 AND 86400);
 
 GRANT SELECT, INSERT, UPDATE, DELETE ON ingest_api_keys, device_events TO pgtrack_tenant;
 DO $$

@@ -45,16 +45,24 @@ BEGIN
         RETURN NULL;
     END IF;
     dt := extract(epoch FROM r.fix_time - prev_time);
+    IF t.filter_max_speed IS NOT NULL THEN
+        dist := ST_Distance(prev_location, r.location);
+        IF dist / dt > t.filter_max_speed THEN
+            RETURN 'max_speed';
+        END IF;
+    END IF;
+    -- Skip limit: after this long without an accepted fix, one is accepted even if it is close
+    -- or soon, so a parked device's marker still says when it was last heard from.
+    IF dt > t.filter_skip_limit_seconds THEN
+        RETURN NULL;
+    END IF;
     IF dt < t.filter_min_period_seconds THEN
         RETURN 'min_period';
     END IF;
-    IF t.filter_max_speed IS NULL AND t.filter_jitter_metres IS NULL THEN
+    IF t.filter_jitter_metres IS NULL THEN
         RETURN NULL;
     END IF;
-    dist := ST_Distance(prev_location, r.location);
-    IF dist / dt > t.filter_max_speed THEN
-        RETURN 'max_speed';
-    END IF;
+    dist := coalesce(dist, ST_Distance(prev_location, r.location));
     -- A parked vehicle's GPS wanders: a short move while (reportedly) standing still is noise.
     IF dist < t.filter_jitter_metres AND coalesce(r.speed, 0) <= t.filter_stationary_speed THEN
         RETURN 'jitter';
@@ -106,5 +114,5 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
         'future_seconds', t.filter_future_seconds, 'past_seconds', t.filter_past_seconds,
         'accuracy_metres', t.filter_accuracy_metres, 'max_speed', t.filter_max_speed,
         'min_period_seconds', t.filter_min_period_seconds, 'jitter_metres', t.filter_jitter_metres,
-        'stationary_speed', t.filter_stationary_speed)
+        'stationary_speed', t.filter_stationary_speed, 'skip_limit_seconds', t.filter_skip_limit_seconds)
 $$;

@@ -190,12 +190,13 @@ enum FilterSettingsPatch {
             case "max_speed": settings.maxSpeed = try threshold(key, 1...1_000, "metres per second")
             case "min_period_seconds": settings.minPeriodSeconds = try threshold(key, 0.1...86_400, "seconds")
             case "jitter_metres": settings.jitterMetres = try threshold(key, 0.1...1_000, "metres")
+            case "skip_limit_seconds": settings.skipLimitSeconds = try threshold(key, 1...86_400, "seconds")
             case "stationary_speed":
                 guard let value = try threshold(key, 0...10, "metres per second") else { throw invalid(key, "must be a number") }
                 settings.stationarySpeed = value
             default:
                 throw invalid(key, "is not a filter setting (mode, invalid, zero, duplicate, future_seconds, past_seconds, "
-                              + "accuracy_metres, max_speed, min_period_seconds, jitter_metres, stationary_speed)")
+                              + "accuracy_metres, max_speed, min_period_seconds, jitter_metres, stationary_speed, skip_limit_seconds)")
             }
         }
     }

@@ -61,11 +61,12 @@ public struct FilterSettings: Sendable, Equatable, Codable {
     public var minPeriodSeconds: Double?
     public var jitterMetres: Double?
     public var stationarySpeed: Double
+    public var skipLimitSeconds: Double?
 
     public init(mode: String = "flag", invalid: Bool = false, zero: Bool = false, duplicate: Bool = false,
                 futureSeconds: Double? = nil, pastSeconds: Double? = nil, accuracyMetres: Double? = nil,
                 maxSpeed: Double? = nil, minPeriodSeconds: Double? = nil, jitterMetres: Double? = nil,
-                stationarySpeed: Double = 1) {
+                stationarySpeed: Double = 1, skipLimitSeconds: Double? = nil) {
         self.mode = mode
         self.invalid = invalid
         self.zero = zero
@@ -77,12 +78,13 @@ public struct FilterSettings: Sendable, Equatable, Codable {
         self.minPeriodSeconds = minPeriodSeconds
         self.jitterMetres = jitterMetres
         self.stationarySpeed = stationarySpeed
+        self.skipLimitSeconds = skipLimitSeconds
     }
 
     enum CodingKeys: String, CodingKey {
         case mode, invalid, zero, duplicate, futureSeconds = "future_seconds", pastSeconds = "past_seconds"
         case accuracyMetres = "accuracy_metres", maxSpeed = "max_speed", minPeriodSeconds = "min_period_seconds"
-        case jitterMetres = "jitter_metres", stationarySpeed = "stationary_speed"
+        case jitterMetres = "jitter_metres", stationarySpeed = "stationary_speed", skipLimitSeconds = "skip_limit_seconds"
     }
 
     /// Nil thresholds are written as null, so a client sees every setting.
@@ -99,6 +101,7 @@ public struct FilterSettings: Sendable, Equatable, Codable {
         try container.encode(minPeriodSeconds, forKey: .minPeriodSeconds)
         try container.encode(jitterMetres, forKey: .jitterMetres)
         try container.encode(stationarySpeed, forKey: .stationarySpeed)
+        try container.encode(skipLimitSeconds, forKey: .skipLimitSeconds)
     }
 }
 
@@ -264,7 +267,8 @@ extension TrackingRepository {
                            filter_future_seconds = \(settings.futureSeconds), filter_past_seconds = \(settings.pastSeconds),
                            filter_accuracy_metres = \(settings.accuracyMetres), filter_max_speed = \(settings.maxSpeed),
                            filter_min_period_seconds = \(settings.minPeriodSeconds),
-                           filter_jitter_metres = \(settings.jitterMetres), filter_stationary_speed = \(settings.stationarySpeed)
+                           filter_jitter_metres = \(settings.jitterMetres), filter_stationary_speed = \(settings.stationarySpeed),
+                           filter_skip_limit_seconds = \(settings.skipLimitSeconds)
                      WHERE id = \(tenant.rawValue)
                     """, logger: logger)
             }

@@ -254,3 +254,22 @@ extension FixFilterTests {
         }
     }
 }
+
+extension FixFilterTests {
+    @Test("skip limit: a parked device's jitter is filtered, but after the limit one fix is accepted so the marker stays fresh")
+    func skipLimit() async throws {
+        try await LiveNode.run { live in
+            let setup = try await TestTenant.create(live.repository)
+            let admin = try await live.user(.admin, in: setup.tenant)
+            try await Self.settings(live, admin, #"{"jitter_metres":20,"skip_limit_seconds":60}"#)
+            let batch = "[" + [Self.fix(300), Self.fix(280, north: 5), Self.fix(250, north: 3), Self.fix(200, north: 4),
+                               Self.fix(190, north: 6)].joined(separator: ",") + "]"
+            let reply = try await live.post("/api/v1/locations", apiKey: setup.apiKey, json: batch)
+            #expect(try reply.object()["accepted"] as? Int == 2, "\(reply.body)")
+            #expect(try await Self.reasons(live, device: setup.device.id) == [nil, "jitter", "jitter", nil, "jitter"])
+            #expect(Self.close(try await Self.marker(live, device: setup.device.id), Self.time(200)))
+            let shown = try await live.get("/api/v1/settings/filters", bearer: admin.accessToken).object()
+            #expect(shown["skip_limit_seconds"] as? Double == 60)
+        }
+    }
+}
