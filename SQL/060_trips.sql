@@ -91,6 +91,7 @@ BEGIN
                ST_Y(location::geometry) AS lat, ST_X(location::geometry) AS lon
           FROM positions
          WHERE tenant_id = p_tenant AND booking_id = p_booking AND device_id = t.device_id
+           AND filter_reason IS NULL  -- a filtered fix (SQL/035) is no point of the route
            AND (t.last_fix_at IS NULL OR (fix_time, id) > (t.last_fix_at, t.last_position_id))
          ORDER BY fix_time, id
     LOOP

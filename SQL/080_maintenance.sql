@@ -180,11 +180,11 @@ BEGIN
               FROM mode m
              CROSS JOIN LATERAL (
                    (SELECT p.fix_time, p.id, p.location, p.speed FROM positions p
-                     WHERE p.device_id = m.device_id AND p.fix_time < CASE WHEN m.extend THEN m.old_last ELSE m.bucket END
+                     WHERE p.device_id = m.device_id AND p.filter_reason IS NULL AND p.fix_time < CASE WHEN m.extend THEN m.old_last ELSE m.bucket END
                      ORDER BY p.fix_time DESC, p.id DESC LIMIT 1)
                    UNION ALL
                    SELECT p.fix_time, p.id, p.location, p.speed FROM positions p
-                    WHERE p.device_id = m.device_id
+                    WHERE p.device_id = m.device_id AND p.filter_reason IS NULL  -- filtered fixes (SQL/035) are no travel
                       AND p.fix_time >= CASE WHEN m.extend THEN m.old_last ELSE m.bucket END
                       AND p.fix_time < m.bucket + interval '1 hour') s
         ), segments AS (

@@ -92,7 +92,8 @@ SELECT lp.tenant_id, lp.device_id, d.name AS device_name, d.group_name, lp.booki
 CREATE VIEW analytics.positions AS
 SELECT p.tenant_id, p.device_id, d.name AS device_name, p.booking_id, p.fix_time, p.received_at,
        ST_Y(p.location::geometry) AS latitude, ST_X(p.location::geometry) AS longitude,
-       p.speed, p.heading, p.altitude, p.accuracy, p.battery, p.attributes, p.location
+       p.speed, p.heading, p.altitude, p.accuracy, p.battery, p.attributes, p.location,
+       p.filter_reason  -- NULL: accepted; else the fix filter that rejected it (README "Fix filters")
   FROM positions p
   JOIN devices d ON d.id = p.device_id AND d.tenant_id = p.tenant_id;
 

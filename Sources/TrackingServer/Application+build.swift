@@ -53,6 +53,8 @@ public func buildApplication(
     HealthRoutes(repository: repository, listener: listener, hub: hub).register(on: router)
     SyncRoutes(repository: repository, authenticator: authenticator).register(on: router)
     FleetRoutes(repository: repository, authenticator: authenticator).register(on: router)
+    IngestRoutes(repository: repository, authenticator: authenticator, validator: configuration.positionValidator)
+        .register(on: router)
 
     // WebSocket upgrades have their own router; plain GETs of the same paths reach `router`.
     var socketSettings = WebSocketSession.Settings()

@@ -52,13 +52,23 @@ struct BroadcastThrottle {
                 continue
             }
             if let slot = slots[key], now - slot.lastSent < interval {
-                slots[key]?.held = event
+                // A fix that does not move the marker ("latest": false: filtered, or older than
+                // the marker) never displaces the held one that does; within the interval it is
+                // coalesced away like any intermediate update (it stays in the log for replays).
+                if slot.held == nil || Self.movesMarker(event) { slots[key]?.held = event }
             } else {
                 slots[key] = Slot(lastSent: now, held: nil)
                 releases.append(Release(event: event, coalesced: false))
             }
         }
         return releases
+    }
+
+    /// Whether a location_update says it moves the marker (`"latest": true`). Parsed only for
+    /// updates that arrive within the interval, so the unthrottled path never pays for it.
+    static func movesMarker(_ event: ChangeEvent) -> Bool {
+        guard let object = try? JSONSerialization.jsonObject(with: Data(event.json.utf8)) as? [String: Any] else { return true }
+        return object["latest"] as? Bool ?? true
     }
 
     /// Held updates whose interval has passed, released now; idle slots are forgotten.

@@ -14,6 +14,7 @@ struct DeviceRoutes {
         router.post("/api/v1/devices", use: create)
         router.get("/api/v1/devices", use: list)
         router.get("/api/v1/devices/:id", use: show)
+        router.patch("/api/v1/devices/:id", use: update)
         router.delete("/api/v1/devices/:id", use: delete)
         router.get("/api/v1/devices/:id/keys", use: keys)
         router.post("/api/v1/devices/:id/keys", use: createKey)
@@ -26,6 +27,17 @@ struct DeviceRoutes {
         let name: String
         let group: String?
         let grade: Int?
+        /// The device's id in device protocols (Traccar uniqueId, OsmAnd id).
+        let uniqueID: String?
+        enum CodingKeys: String, CodingKey { case name, group, grade, uniqueID = "unique_id" }
+    }
+
+    static func parseUniqueID(_ text: String?) throws -> DeviceUniqueID? {
+        guard let text else { return nil }
+        guard let id = DeviceUniqueID(text) else {
+            throw APIError.invalid("unique_id must be \(DeviceUniqueID.rule)", field: "unique_id", index: nil)
+        }
+        return id
     }
 
     struct CreatedDevice: Encodable {
@@ -55,7 +67,9 @@ struct DeviceRoutes {
         guard (1...100).contains(group.count) else { throw APIError.invalid("group must be 1–100 characters", field: "group", index: nil) }
         let grade = body.grade ?? 0
         guard (0...1_000).contains(grade) else { throw APIError.invalid("grade must be 0–1000", field: "grade", index: nil) }
-        let (identity, key) = try await repository.createDevice(tenant: admin.tenant, name: name, group: group, grade: grade)
+        let uniqueID = try Self.parseUniqueID(body.uniqueID)
+        let (identity, key) = try await repository.createDevice(tenant: admin.tenant, name: name, group: group, grade: grade,
+                                                                uniqueID: uniqueID)
         guard let record = try await repository.device(identity.id, tenant: admin.tenant) else {
             throw APIError(status: 500, code: "internal", message: "the new device could not be read back")
         }
@@ -80,6 +94,28 @@ struct DeviceRoutes {
             throw APIError.notFound("No device \(id.uuidString.lowercased()).")
         }
         return try encodedResponse(device)
+    }
+
+    /// Sets or clears the device's unique id: `{"unique_id": "356938035643809"}` or `{"unique_id": null}`.
+    @Sendable func update(request: Request, context: AppRequestContext) async throws -> Response {
+        let admin = try await authenticator.authenticate(request).requireUser([.admin], to: "change devices")
+        let id = try request.uuidParameter("id", context: context, resource: "device")
+        let change = try await request.decodeJSON([String: JSONValue].self)
+        let uniqueID: DeviceUniqueID?
+        switch change["unique_id"] {
+        case .null?: uniqueID = nil
+        case .string(let text)?: uniqueID = try Self.parseUniqueID(text)
+        default: throw APIError.invalid("unique_id: send a string (\(DeviceUniqueID.rule)) or null to clear it", field: "unique_id", index: nil)
+        }
+        if let other = change.keys.first(where: { $0 != "unique_id" }) {
+            throw APIError.invalid("\(other): cannot be changed; only unique_id can", field: other, index: nil)
+        }
+        guard try await repository.setUniqueID(uniqueID, device: id, tenant: admin.tenant) != nil,
+              let record = try await repository.device(id, tenant: admin.tenant)
+        else {
+            throw APIError.notFound("No device \(id.uuidString.lowercased()).")
+        }
+        return try encodedResponse(record)
     }
 
     @Sendable func delete(request: Request, context: AppRequestContext) async throws -> Response {

@@ -26,8 +26,8 @@ struct LocationRoutes {
                            message: "The body is larger than 1 MiB; send at most \(PositionValidator.maxBatchSize) positions per request.")
         }
         let positions = try validator.decodeBody(body.readableBytesView)
-        let stored = try await repository.insertPositions(positions, device: device)
-        return jsonResponse(#"{"accepted":\#(stored)}"#, status: .accepted)
+        // {"accepted", "filtered", "dropped", "filter_reasons"}: the tenant's fix filters may flag or drop some.
+        return try encodedResponse(try await repository.insertPositions(positions, device: device), status: .accepted)
     }
 
     /// The latest position of a device the caller may see; any other answers 404 like a missing one.

@@ -9,15 +9,18 @@ public struct DeviceIdentity: Sendable, Equatable {
     public let name: String
     public let group: String
     public let grade: Int
+    /// What the device calls itself in device protocols (Traccar uniqueId, OsmAnd id).
+    public let uniqueID: DeviceUniqueID?
 
     public var audience: EventAudience { EventAudience(device: id, group: group, grade: grade) }
 
-    public init(id: UUID, tenant: TenantID, name: String, group: String, grade: Int) {
+    public init(id: UUID, tenant: TenantID, name: String, group: String, grade: Int, uniqueID: DeviceUniqueID? = nil) {
         self.id = id
         self.tenant = tenant
         self.name = name
         self.group = group
         self.grade = grade
+        self.uniqueID = uniqueID
     }
 }
 
@@ -29,11 +32,12 @@ public struct DeviceRecord: Sendable, Equatable, Encodable {
     public let grade: Int
     public let activeKeys: Int
     public let createdAt: Date
+    public var uniqueID: String? = nil
 
     public var audience: EventAudience { EventAudience(device: id, group: group, grade: grade) }
 
     enum CodingKeys: String, CodingKey {
-        case id = "device_id", name, group, grade, activeKeys = "active_keys", createdAt = "created_at"
+        case id = "device_id", name, group, grade, activeKeys = "active_keys", createdAt = "created_at", uniqueID = "unique_id"
     }
 
     /// Ids in lowercase, as in every event and position.
@@ -45,6 +49,7 @@ public struct DeviceRecord: Sendable, Equatable, Encodable {
         try container.encode(grade, forKey: .grade)
         try container.encode(activeKeys, forKey: .activeKeys)
         try container.encode(createdAt, forKey: .createdAt)
+        try container.encode(uniqueID, forKey: .uniqueID)
     }
 }
 
@@ -78,21 +83,24 @@ extension TrackingRepository {
     // MARK: Devices
 
     /// Creates a device and its first API key, which is returned once and stored hashed.
-    public func createDevice(tenant: TenantID, name: String, group: String, grade: Int) async throws -> (DeviceIdentity, apiKey: String) {
+    public func createDevice(tenant: TenantID, name: String, group: String, grade: Int,
+                             uniqueID: DeviceUniqueID? = nil) async throws -> (DeviceIdentity, apiKey: String) {
         let key = DeviceAPIKey.generate()
         do {
             return try await withTenant(tenant) { connection in
                 let rows = try await connection.query("""
-                    INSERT INTO devices (tenant_id, name, group_name, grade)
-                    VALUES (\(tenant.rawValue), \(name), \(group), \(grade))
+                    INSERT INTO devices (tenant_id, name, group_name, grade, unique_id)
+                    VALUES (\(tenant.rawValue), \(name), \(group), \(grade), \(uniqueID?.rawValue))
                     RETURNING id
                     """, logger: logger)
                 var created: UUID?
                 for try await id in rows.decode(UUID.self) { created = id }
                 guard let id = created else { throw APIError(status: 500, code: "internal", message: "device insert returned no id") }
                 try await insertKey(key, device: id, tenant: tenant, on: connection)
-                return (DeviceIdentity(id: id, tenant: tenant, name: name, group: group, grade: grade), key)
+                return (DeviceIdentity(id: id, tenant: tenant, name: name, group: group, grade: grade, uniqueID: uniqueID), key)
             }
+        } catch let error as PSQLError where error.sqlState == "23505" {
+            throw APIError.conflict("another device of tenant \(tenant) already has unique id '\(uniqueID?.rawValue ?? "")'")
         } catch let error as PSQLError where error.sqlState == "23503" || error.sqlState == "42501" {
             // 42501: the tenant row is invisible, so the policy rejects the insert: it does not exist.
             throw APIError.notFound("tenant \(tenant) does not exist; create it first with `pgtrack admin create-tenant`")
@@ -106,14 +114,16 @@ extension TrackingRepository {
         try await withTenant(tenant) { connection in
             let rows = try await connection.query("""
                 SELECT d.id, d.name, d.group_name, d.grade, d.created_at,
-                       (SELECT count(*) FROM device_api_keys k WHERE k.device_id = d.id AND k.revoked_at IS NULL)::int
+                       (SELECT count(*) FROM device_api_keys k WHERE k.device_id = d.id AND k.revoked_at IS NULL)::int,
+                       d.unique_id
                   FROM devices d
                  WHERE d.tenant_id = \(tenant.rawValue) AND (\(only)::uuid IS NULL OR d.id = \(only))
                  ORDER BY d.created_at, d.id
                 """, logger: logger)
             var devices: [DeviceRecord] = []
-            for try await (id, name, group, grade, created, keys) in rows.decode((UUID, String, String, Int, Date, Int).self) {
-                devices.append(DeviceRecord(id: id, name: name, group: group, grade: grade, activeKeys: keys, createdAt: created))
+            for try await (id, name, group, grade, created, keys, uniqueID) in rows.decode((UUID, String, String, Int, Date, Int, String?).self) {
+                devices.append(DeviceRecord(id: id, name: name, group: group, grade: grade, activeKeys: keys, createdAt: created,
+                                            uniqueID: uniqueID))
             }
             return devices
         }
@@ -182,13 +192,14 @@ extension TrackingRepository {
         guard DeviceAPIKey.looksValid(apiKey) else { return nil }
         let hash = DeviceAPIKey.hash(apiKey)
         let rows = try await client.query("""
-            SELECT k.key_hash, d.id, d.tenant_id, d.name, d.group_name, d.grade
+            SELECT k.key_hash, d.id, d.tenant_id, d.name, d.group_name, d.grade, d.unique_id
               FROM device_api_keys k JOIN devices d ON d.id = k.device_id
              WHERE k.key_hash = \(ByteBuffer(bytes: hash)) AND k.revoked_at IS NULL
             """, logger: logger)
-        for try await (stored, id, tenant, name, group, grade) in rows.decode((ByteBuffer, UUID, String, String, String, Int).self) {
+        for try await (stored, id, tenant, name, group, grade, uniqueID) in rows.decode((ByteBuffer, UUID, String, String, String, Int, String?).self) {
             guard DeviceAPIKey.constantTimeEqual(Array(buffer: stored), hash), let tenantID = TenantID(tenant) else { return nil }
-            return DeviceIdentity(id: id, tenant: tenantID, name: name, group: group, grade: grade)
+            return DeviceIdentity(id: id, tenant: tenantID, name: name, group: group, grade: grade,
+                                  uniqueID: uniqueID.flatMap(DeviceUniqueID.init))
         }
         return nil
     }

@@ -160,7 +160,7 @@ extension TrackingRepository {
                     SELECT p.id, p.fix_time, p.location::geometry AS g, p.speed, p.heading, p.altitude, p.accuracy
                       FROM positions p
                      WHERE p.tenant_id = \(tenant.rawValue) AND p.booking_id = \(trip.booking.rawValue)
-                       AND p.device_id = \(trip.audience.device)
+                       AND p.device_id = \(trip.audience.device) AND p.filter_reason IS NULL
                 ), line AS (
                     SELECT ST_MakeLine(g ORDER BY fix_time, id) AS g, count(*) AS n,
                            min(fix_time) AS t0, max(fix_time) AS t1 FROM pts
@@ -214,7 +214,7 @@ extension TrackingRepository {
                        p.speed, p.heading, p.altitude, p.accuracy
                   FROM positions p
                  WHERE p.tenant_id = \(tenant.rawValue) AND p.booking_id = \(trip.booking.rawValue)
-                   AND p.device_id = \(trip.audience.device)
+                   AND p.device_id = \(trip.audience.device) AND p.filter_reason IS NULL
                    AND (\(from)::timestamptz IS NULL OR p.fix_time >= \(from))
                    AND (\(to)::timestamptz IS NULL OR p.fix_time < \(to))
                    AND (\(cursor?.id)::bigint IS NULL

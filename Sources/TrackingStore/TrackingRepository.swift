@@ -113,16 +113,18 @@ public struct TrackingRepository: Sendable {
     // MARK: Positions
 
     /// Inserts a batch for one device in one statement (so one transaction and one trigger run).
-    /// The trigger logs, upserts latest_positions and notifies. Returns the number stored.
-    public func insertPositions(_ positions: [ValidatedPosition], device: DeviceIdentity) async throws -> Int {
+    /// The trigger judges the fixes by the tenant's filters, logs, upserts latest_positions and
+    /// notifies. Returns how many were accepted and filtered.
+    public func insertPositions(_ positions: [ValidatedPosition], device: DeviceIdentity) async throws -> IngestOutcome {
         try await withTenant(device.tenant) { connection in
             try await insertPositions(positions, device: device.id, tenant: device.tenant, on: connection)
         }
-        return positions.count
     }
 
     /// The insert itself, in the caller's transaction; database refusals become 4xx errors.
-    func insertPositions(_ positions: [ValidatedPosition], device: UUID, tenant: TenantID, on connection: PostgresConnection) async throws {
+    @discardableResult
+    func insertPositions(_ positions: [ValidatedPosition], device: UUID, tenant: TenantID,
+                         on connection: PostgresConnection) async throws -> IngestOutcome {
         let rows = positions.map { position -> [String: JSONValue] in
             var row: [String: JSONValue] = [
                 "lat": .number(position.latitude), "lon": .number(position.longitude),
@@ -138,8 +140,10 @@ public struct TrackingRepository: Sendable {
             return row
         }
         let json = String(decoding: try JSONEncoder().encode(rows), as: UTF8.self)
+        var ids: [Int64] = []
+        var filtering = false
         do {
-            _ = try await connection.query("""
+            let inserted = try await connection.query("""
                 INSERT INTO positions (tenant_id, device_id, booking_id, fix_time, location,
                                        speed, heading, altitude, accuracy, battery, attributes)
                 SELECT \(tenant.rawValue), \(device), p.booking_id, to_timestamp(p.t),
@@ -151,7 +155,12 @@ public struct TrackingRepository: Sendable {
                        WITH ORDINALITY AS p(lat, lon, t, speed, heading, altitude, accuracy, battery,
                                             booking_id, attributes, ord)
                  ORDER BY p.ord
+                RETURNING id, (SELECT pgtrack_filters_enabled(t) FROM tenants t WHERE t.id = \(tenant.rawValue))
                 """, logger: logger)
+            for try await (id, enabled) in inserted.decode((Int64, Bool?).self) {
+                ids.append(id)
+                filtering = filtering || enabled == true
+            }
         } catch let error as PSQLError where error.sqlState == "23514" && error.serverMessage.contains("no partition") {
             // No partition for the fix time: outside the window kept ahead/behind. Nothing was written.
             throw APIError.invalid("timestamp: no stored day covers it; fixes must fall in the partition window", field: "timestamp", index: nil)
@@ -162,6 +171,30 @@ public struct TrackingRepository: Sendable {
         } catch let error as PSQLError where error.sqlState == "23503" {
             throw APIError.unauthorized("device \(device) no longer exists")
         }
+        // Without filters every row was accepted: no second round trip on the common path.
+        guard filtering else { return IngestOutcome(accepted: ids.count, filtered: 0, dropped: 0) }
+        return try await judged(ids, device: device, tenant: tenant, between: positions.map(\.fixTime), on: connection)
+    }
+
+    /// How the trigger judged the rows just inserted: flagged rows carry filter_reason, dropped
+    /// ones are gone. Found by (device, fix time) index, the partition key bounding the search.
+    func judged(_ ids: [Int64], device: UUID, tenant: TenantID, between times: [Date],
+                on connection: PostgresConnection) async throws -> IngestOutcome {
+        guard let first = times.min(), let last = times.max() else { return IngestOutcome(accepted: 0, filtered: 0, dropped: 0) }
+        let rows = try await connection.query("""
+            SELECT count(*) FILTER (WHERE filter_reason IS NULL)::int, count(*) FILTER (WHERE filter_reason IS NOT NULL)::int,
+                   coalesce(jsonb_object_agg(filter_reason, n) FILTER (WHERE filter_reason IS NOT NULL), '{}')::text
+              FROM (SELECT filter_reason, count(*) OVER (PARTITION BY filter_reason) AS n FROM positions
+                     WHERE device_id = \(device) AND tenant_id = \(tenant.rawValue)
+                       AND fix_time BETWEEN \(first.addingTimeInterval(-1)) AND \(last.addingTimeInterval(1)) AND id = ANY(\(ids))) p
+            """, logger: logger)
+        var outcome = IngestOutcome(accepted: 0, filtered: 0, dropped: 0)
+        for try await (accepted, flagged, reasons) in rows.decode((Int, Int, String).self) {
+            let counts = (try? JSONDecoder().decode([String: Int].self, from: Data(reasons.utf8))) ?? [:]
+            outcome = IngestOutcome(accepted: accepted, filtered: flagged + (ids.count - accepted - flagged),
+                                    dropped: ids.count - accepted - flagged, reasons: counts)
+        }
+        return outcome
     }
 
     /// The latest position of a device of `tenant` (primary-key lookup), as JSON.
@@ -230,6 +263,7 @@ public struct TrackingRepository: Sendable {
                                      p.attributes) AS j
                             FROM positions p
                            WHERE p.tenant_id = \(tenant.rawValue) AND p.booking_id = \(booking.rawValue)
+                             AND p.filter_reason IS NULL  -- a filtered fix is never a marker
                            ORDER BY p.device_id, p.fix_time DESC, p.id DESC) latest ON latest.tenant_id = h.tenant_id
                       LEFT JOIN devices d ON d.id = latest.device_id
                      WHERE h.tenant_id = \(tenant.rawValue)

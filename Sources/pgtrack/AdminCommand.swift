@@ -8,7 +8,7 @@ import TrackingStore
 struct Admin: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Administrative tasks: tenants, devices, users, sync keys and analysts.",
-        subcommands: [CreateTenant.self, CreateDevice.self, CreateUser.self, CreateSyncKey.self, CreateAnalyst.self,
+        subcommands: [CreateTenant.self, CreateDevice.self, CreateUser.self, CreateSyncKey.self, CreateIngestKey.self, CreateAnalyst.self,
                       DropAnalyst.self])
 
     struct CreateTenant: AsyncParsableCommand {
@@ -45,6 +45,8 @@ struct Admin: AsyncParsableCommand {
         @Option(help: "Display name.") var name: String
         @Option(help: "Device group (visibility scopes use it).") var group = "default"
         @Option(help: "Device grade 0–1000 (visibility scopes use it).") var grade = 0
+        @Option(help: "The device's id in device protocols (Traccar uniqueId, OsmAnd id): \(DeviceUniqueID.rule).")
+        var uniqueId: String?
         @OptionGroup var database: DatabaseOptions
 
         func validate() throws {
@@ -52,6 +54,7 @@ struct Admin: AsyncParsableCommand {
             guard (1...200).contains(name.count) else { throw ValidationError("--name must be 1–200 characters") }
             guard (1...100).contains(group.count) else { throw ValidationError("--group must be 1–100 characters") }
             guard (0...1_000).contains(grade) else { throw ValidationError("--grade must be 0–1000") }
+            if let uniqueId, DeviceUniqueID(uniqueId) == nil { throw ValidationError("--unique-id must be \(DeviceUniqueID.rule)") }
         }
 
         func run() async throws {
@@ -61,12 +64,13 @@ struct Admin: AsyncParsableCommand {
             let (settings, startedCluster) = try await database.resolve(logger: logger)
             defer { try? startedCluster?.stop() }
             let (name, group, grade) = (self.name, self.group, self.grade)
+            let uniqueID = uniqueId.flatMap(DeviceUniqueID.init)
             let (device, key) = try await runAdmin(settings, logger: logger) { repository in
-                try await repository.createDevice(tenant: tenantID, name: name, group: group, grade: grade)
+                try await repository.createDevice(tenant: tenantID, name: name, group: group, grade: grade, uniqueID: uniqueID)
             }
             print(try jsonLine(CreatedDevice(
                 deviceID: device.id.uuidString.lowercased(), tenantID: tenantID.rawValue, name: device.name,
-                group: device.group, grade: device.grade, apiKey: key)))
+                group: device.group, grade: device.grade, uniqueID: uniqueID?.rawValue, apiKey: key)))
         }
     }
 }
@@ -192,9 +196,44 @@ struct CreatedDevice: Encodable {
     let name: String
     let group: String
     let grade: Int
+    let uniqueID: String?
     let apiKey: String
     enum CodingKeys: String, CodingKey {
-        case deviceID = "device_id", tenantID = "tenant_id", name, group, grade, apiKey = "api_key"
+        case deviceID = "device_id", tenantID = "tenant_id", name, group, grade, uniqueID = "unique_id", apiKey = "api_key"
+    }
+}
+
+extension Admin {
+    struct CreateIngestKey: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "create-ingest-key",
+            abstract: "Create a tenant ingest key for device protocols (a Traccar server forwarding for many devices); prints it once as JSON.",
+            discussion: "Each fix posted with it names its device by unique id (create-device --unique-id); unknown ids are refused.")
+        @Option(help: "Tenant id.") var tenant: String
+        @Option(help: "What forwards with it (e.g. traccar-main).") var name = "ingest"
+        @OptionGroup var database: DatabaseOptions
+
+        func validate() throws {
+            guard TenantID(tenant) != nil else { throw ValidationError("--tenant must be \(TenantID.rule)") }
+            guard (1...100).contains(name.count) else { throw ValidationError("--name must be 1–100 characters") }
+        }
+
+        func run() async throws {
+            Pgtrack.bootstrapLogging()
+            let logger = Logger(label: "pgtrack")
+            let tenantID = TenantID(tenant)!
+            let (settings, startedCluster) = try await database.resolve(logger: logger)
+            defer { try? startedCluster?.stop() }
+            let name = self.name
+            let created = try await runAdmin(settings, logger: logger) { repository in
+                try await repository.createIngestKey(tenant: tenantID, name: name)
+            }
+            guard let created else {
+                throw ValidationError("tenant \(tenantID) does not exist; create it first with `pgtrack admin create-tenant`")
+            }
+            print(try jsonLine(CreatedSyncKey(keyID: created.id.uuidString.lowercased(), tenantID: tenantID.rawValue,
+                                              name: name, apiKey: created.apiKey)))
+        }
     }
 }
 

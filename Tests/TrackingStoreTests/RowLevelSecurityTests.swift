@@ -20,6 +20,7 @@ struct RowLevelSecurityTests {
         ("sync.orders", "tenant_id"), ("sync.users", "tenant_id"), ("sync.sync_state", "tenant_id"),
         ("sync.table_mappings", "tenant_id"), ("sync.dead_letters", "tenant_id"), ("sync.lag_ticks", "tenant_id"),
         ("drivers", "tenant_id"), ("routes", "tenant_id"), ("visits", "tenant_id"),
+        ("ingest_api_keys", "tenant_id"), ("device_events", "tenant_id"),
     ]
 
     /// Tables the tenant role may at most read (written by the maintenance pass as the owner),
@@ -131,6 +132,10 @@ struct RowLevelSecurityTests {
                     SELECT pgtrack_sync_apply('globex', '{"op":"c","after":{"id":"planted"},"source":{"table":"orders","ts_ms":1}}')
                     """),
                 ("drivers", "INSERT INTO drivers (tenant_id, name) VALUES ('globex', 'planted-driver')"),
+                ("ingest_api_keys", "INSERT INTO ingest_api_keys (tenant_id, name, key_hash) VALUES ('globex', 'planted', sha256('planted'::bytea))"),
+                ("device_events", """
+                    INSERT INTO device_events (tenant_id, device_id, type, event_time) VALUES ('globex', \(g.device), 'alarm', now())
+                    """),
                 ("devices (move)", "UPDATE devices SET tenant_id = 'globex' WHERE tenant_id = 'acme'"),
                 ("users (move)", "UPDATE users SET tenant_id = 'globex' WHERE tenant_id = 'acme'"),
                 ("positions (move)", "UPDATE positions SET tenant_id = 'globex' WHERE tenant_id = 'acme'"),
@@ -159,7 +164,8 @@ struct RowLevelSecurityTests {
                     "sync.sync_state": "errors = errors", "sync.table_mappings": "key_column = key_column",
                     "sync.dead_letters": "reason = reason", "sync.lag_ticks": "logged_at = logged_at",
                     "drivers": "name = name", "routes": "status = status",
-                    "visits": "status = status"]
+                    "visits": "status = status",
+                    "ingest_api_keys": "name = name", "device_events": "type = type"]
         try await withTenantRole(session, url) { connection in
             try await connection.rlsRun("SELECT set_config('pgtrack.tenant', 'acme', false)")
             for table in Self.tables {
@@ -431,6 +437,13 @@ private struct TwoTenants: Sendable {
                     WITH d AS (INSERT INTO drivers (tenant_id, name, device_id) VALUES (\(tenant), 'Driver', \(device)) RETURNING id),
                          r AS (INSERT INTO routes (tenant_id, driver_id, scheduled_date) SELECT \(tenant), id, current_date FROM d RETURNING id)
                     INSERT INTO visits (tenant_id, route_id, customer_id, sequence) SELECT \(tenant), id, 'c1', 1 FROM r
+                    """)
+                try await owner.rlsRun("""
+                    INSERT INTO ingest_api_keys (tenant_id, name, key_hash)
+                    VALUES (\(tenant), 'traccar', sha256(convert_to(gen_random_uuid()::text, 'UTF8')))
+                    """)
+                try await owner.rlsRun("""
+                    INSERT INTO device_events (tenant_id, device_id, type, event_time) VALUES (\(tenant), \(device), 'ignitionOn', now())
                     """)
                 return Rows(device: device, user: user)
             }

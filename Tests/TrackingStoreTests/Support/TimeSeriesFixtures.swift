@@ -77,7 +77,8 @@ enum TimeSeries {
                 SELECT p.tenant_id, p.device_id, \(bucket) AS b, p.fix_time, p.speed, p.location,
                        ST_Distance(lag(p.location) OVER w, p.location) AS d,
                        extract(epoch FROM p.fix_time - lag(p.fix_time) OVER w)::float8 AS dt
-                  FROM positions p WINDOW w AS (PARTITION BY p.device_id ORDER BY p.fix_time, p.id)
+                  FROM positions p WHERE p.filter_reason IS NULL  -- rollups leave filtered fixes out
+                WINDOW w AS (PARTITION BY p.device_id ORDER BY p.fix_time, p.id)
             ), scratch AS (
                 SELECT tenant_id, device_id, b, count(*) AS points, coalesce(sum(d), 0) AS distance,
                        coalesce(sum(dt) FILTER (WHERE dt <= 300 AND coalesce(speed, d / nullif(dt, 0)) >= 1.0), 0) AS moving,
