@@ -9,6 +9,7 @@ struct LocationRoutes {
     let repository: TrackingRepository
     let authenticator: Authenticator
     let validator: PositionValidator
+    let ingest: IngestCoalescer
 
     func register(on router: Router<AppRequestContext>) {
         router.post("/api/v1/locations", use: postLocations)
@@ -26,7 +27,7 @@ struct LocationRoutes {
                            message: "The body is larger than 1 MiB; send at most \(PositionValidator.maxBatchSize) positions per request.")
         }
         let positions = try validator.decodeBody(body.readableBytesView)
-        let stored = try await repository.insertPositions(positions, device: device)
+        let stored = try await ingest.insert(positions, device: device)
         return jsonResponse(#"{"accepted":\#(stored)}"#, status: .accepted)
     }
 

@@ -115,43 +115,53 @@ public struct TrackingRepository: Sendable {
     /// Inserts a batch for one device in one statement (so one transaction and one trigger run).
     /// The trigger logs, upserts latest_positions and notifies. Returns the number stored.
     public func insertPositions(_ positions: [ValidatedPosition], device: DeviceIdentity) async throws -> Int {
-        try await withTenant(device.tenant) { connection in
-            try await insertPositions(positions, device: device.id, tenant: device.tenant, on: connection)
-        }
-        return positions.count
+        try await insertPositionGroups([(device.id, positions)], tenant: device.tenant)
     }
 
     /// The insert itself, in the caller's transaction; database refusals become 4xx errors.
     func insertPositions(_ positions: [ValidatedPosition], device: UUID, tenant: TenantID, on connection: PostgresConnection) async throws {
-        let rows = positions.map { position -> [String: JSONValue] in
-            var row: [String: JSONValue] = [
-                "lat": .number(position.latitude), "lon": .number(position.longitude),
-                "t": .number(position.fixTime.timeIntervalSince1970),
-                "attributes": .object(position.attributes),
-            ]
-            if let value = position.speed { row["speed"] = .number(value) }
-            if let value = position.heading { row["heading"] = .number(value) }
-            if let value = position.altitude { row["altitude"] = .number(value) }
-            if let value = position.accuracy { row["accuracy"] = .number(value) }
-            if let value = position.battery { row["battery"] = .number(value) }
-            if let value = position.bookingID { row["booking_id"] = .string(value.rawValue) }
-            return row
-        }
-        let json = String(decoding: try JSONEncoder().encode(rows), as: UTF8.self)
-        do {
+        let json = try Self.rowsJSON([(device, positions)])
+        try await Self.mappingInsertErrors(device: device) {
             _ = try await connection.query("""
                 INSERT INTO positions (tenant_id, device_id, booking_id, fix_time, location,
                                        speed, heading, altitude, accuracy, battery, attributes)
-                SELECT \(tenant.rawValue), \(device), p.booking_id, to_timestamp(p.t),
+                SELECT \(tenant.rawValue), p.device, p.booking_id, to_timestamp(p.t),
                        ST_SetSRID(ST_MakePoint(p.lon, p.lat), 4326)::geography,
                        p.speed, p.heading, p.altitude, p.accuracy, p.battery, p.attributes
                   FROM ROWS FROM (jsonb_to_recordset(\(json)::jsonb) AS (
-                           lat float8, lon float8, t float8, speed float8, heading float8, altitude float8,
+                           device uuid, lat float8, lon float8, t float8, speed float8, heading float8, altitude float8,
                            accuracy float8, battery float8, booking_id text, attributes jsonb))
-                       WITH ORDINALITY AS p(lat, lon, t, speed, heading, altitude, accuracy, battery,
+                       WITH ORDINALITY AS p(device, lat, lon, t, speed, heading, altitude, accuracy, battery,
                                             booking_id, attributes, ord)
                  ORDER BY p.ord
                 """, logger: logger)
+        }
+    }
+
+    /// The positions of several devices of one tenant in one statement and one implicit
+    /// transaction (pgtrack_ingest_positions, which restricts it to the tenant): one round trip
+    /// and one commit for all of them. All or nothing. `device` names the device reported when
+    /// the database refuses a device (deleted meanwhile).
+    public func insertPositionGroups(_ groups: [(device: UUID, positions: [ValidatedPosition])], tenant: TenantID) async throws -> Int {
+        let json = try Self.rowsJSON(groups)
+        guard rowLevelSecurity else {
+            return try await client.withConnection { connection in
+                for group in groups { try await insertPositions(group.positions, device: group.device, tenant: tenant, on: connection) }
+                return groups.reduce(0) { $0 + $1.positions.count }
+            }
+        }
+        return try await Self.mappingInsertErrors(device: groups.count == 1 ? groups[0].device : nil) {
+            let rows = try await client.query("SELECT pgtrack_ingest_positions(\(tenant.rawValue), \(json)::jsonb)", logger: logger)
+            var stored = 0
+            for try await count in rows.decode(Int.self) { stored = count }
+            return stored
+        }
+    }
+
+    /// Database refusals of a positions insert as 4xx errors.
+    static func mappingInsertErrors<T>(device: UUID?, _ body: () async throws -> T) async throws -> T {
+        do {
+            return try await body()
         } catch let error as PSQLError where error.sqlState == "23514" && error.serverMessage.contains("no partition") {
             // No partition for the fix time: outside the window kept ahead/behind. Nothing was written.
             throw APIError.invalid("timestamp: no stored day covers it; fixes must fall in the partition window", field: "timestamp", index: nil)
@@ -160,8 +170,33 @@ public struct TrackingRepository: Sendable {
         } catch let error as PSQLError where error.sqlState == "22P05" || error.sqlState == "22P02" {
             throw APIError.invalid("a value cannot be stored: \(error.serverMessage)", field: nil, index: nil)
         } catch let error as PSQLError where error.sqlState == "23503" {
-            throw APIError.unauthorized("device \(device) no longer exists")
+            throw APIError.unauthorized("device \(device.map { "\($0)" } ?? "") no longer exists")
         }
+    }
+
+    /// The rows as the JSON array the inserts read with jsonb_to_recordset.
+    static func rowsJSON(_ groups: [(device: UUID, positions: [ValidatedPosition])]) throws -> String {
+        var rows: [[String: JSONValue]] = []
+        rows.reserveCapacity(groups.reduce(0) { $0 + $1.positions.count })
+        for group in groups {
+            let device = JSONValue.string(group.device.uuidString.lowercased())
+            for position in group.positions {
+                var row: [String: JSONValue] = [
+                    "device": device,
+                    "lat": .number(position.latitude), "lon": .number(position.longitude),
+                    "t": .number(position.fixTime.timeIntervalSince1970),
+                    "attributes": .object(position.attributes),
+                ]
+                if let value = position.speed { row["speed"] = .number(value) }
+                if let value = position.heading { row["heading"] = .number(value) }
+                if let value = position.altitude { row["altitude"] = .number(value) }
+                if let value = position.accuracy { row["accuracy"] = .number(value) }
+                if let value = position.battery { row["battery"] = .number(value) }
+                if let value = position.bookingID { row["booking_id"] = .string(value.rawValue) }
+                rows.append(row)
+            }
+        }
+        return String(decoding: try JSONEncoder().encode(rows), as: UTF8.self)
     }
 
     /// The latest position of a device of `tenant` (primary-key lookup), as JSON.
