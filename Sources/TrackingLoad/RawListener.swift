@@ -13,6 +13,12 @@ final class RawListener: Sendable {
     let notifications = Atomic<Int>(0)
     private let ready = Atomic<Bool>(false)
     private let task = Mutex<Task<Void, Never>?>(nil)
+    /// The attribute holding the posting time (µs) of the fixes this listener measures.
+    let needle: [UInt8]
+
+    init(timeAttribute: String = "sim_us") {
+        needle = Array(timeAttribute.utf8)
+    }
 
     /// Connects and LISTENs; returns once LISTEN is active.
     func start(settings: DatabaseConnectionSettings, channel: String, logger: Logger) async throws {
@@ -25,7 +31,7 @@ final class RawListener: Sendable {
                     let now = wallMicros()
                     self.notifications.add(1, ordering: .relaxed)
                     var payload = notification.payload
-                    let count = payload.withUTF8 { bytes in RawListener.scan(bytes, now: now, latency: self.latency) }
+                    let count = payload.withUTF8 { bytes in RawListener.scan(bytes, needle: self.needle, now: now, latency: self.latency) }
                     self.events.add(count, ordering: .relaxed)
                 }
             }
@@ -44,10 +50,8 @@ final class RawListener: Sendable {
         await running?.value
     }
 
-    static let needle = Array("sim_us".utf8)
-
-    /// Every `sim_us` in the (escaped) doorbell text: one fix each.
-    static func scan(_ bytes: UnsafeBufferPointer<UInt8>, now: Int64, latency: LatencyRecorder) -> Int {
+    /// Every `needle` (e.g. sim_us) in the (escaped) doorbell text: one fix each.
+    static func scan(_ bytes: UnsafeBufferPointer<UInt8>, needle: [UInt8], now: Int64, latency: LatencyRecorder) -> Int {
         var offset = 0
         var count = 0
         while offset < bytes.count {

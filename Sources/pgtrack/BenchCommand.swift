@@ -96,7 +96,7 @@ enum BenchText {
                                 pair.pgtrackLatencyMs.description, pair.rawLatencyMs.description))
         }
         if let l = r.latency {
-            lines.append("latency at \(l.ratePerSecond) fixes/s: raw INSERT→LISTEN \(l.rawMs); pgtrack POST→SSE \(l.pgtrackMs); p99 ratio \(l.p99Ratio); lost \(l.lost), duplicated \(l.duplicated)")
+            lines.append("latency at \(l.ratePerSecond) fixes/s each, run together: raw INSERT→LISTEN \(l.rawMs); pgtrack POST→SSE \(l.pgtrackMs); p99 ratio \(l.p99Ratio); lost \(l.lost), duplicated \(l.duplicated)")
         }
         if let f = r.fanout {
             lines.append(String(format: "fan-out to %d SSE clients: %.0f messages/s; raw LISTEN %.0f events/s; per-client ratio %.3f; added latency p50 %.2f ms, p99 %.2f ms (raw %@; SSE %@); lost %lld, duplicated %d, resets %d",
