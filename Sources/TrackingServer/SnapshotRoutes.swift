@@ -25,19 +25,11 @@ struct SnapshotRoutes {
         var body = ByteBuffer(string: #"{"seq":\#(snapshot.seq),"positions":\#(snapshot.positionsJSON(filter))}"#)
         var headers: HTTPFields = [.contentType: "application/json; charset=utf-8", .vary: "Accept-Encoding"]
         if Self.acceptsGzip(request.headers[.acceptEncoding]) {
-            body = try body.compress(with: .gzip(configuration: Self.fastGzip))
+            body = try body.compress(with: .gzip())
             headers[.contentEncoding] = "gzip"
         }
         return Response(status: .ok, headers: headers, body: .init(byteBuffer: body))
     }
-
-    /// zlib level 1: position JSON still shrinks about 7×, at a fraction of the default level's
-    /// CPU (pgtrack bench, snapshot phase: gzip took longer than sending the JSON as it is).
-    static let fastGzip: ZlibConfiguration = {
-        var configuration = ZlibConfiguration()
-        configuration.compressionLevel = 1
-        return configuration
-    }()
 
     /// True when Accept-Encoding lists gzip without `q=0`.
     static func acceptsGzip(_ header: String?) -> Bool {
