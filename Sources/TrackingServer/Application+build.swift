@@ -42,7 +42,8 @@ public func buildApplication(
     AuthRoutes(repository: repository, authenticator: authenticator, tokens: tokens, registration: registration).register(on: router)
     UserRoutes(repository: repository, authenticator: authenticator).register(on: router)
     DeviceRoutes(repository: repository, authenticator: authenticator).register(on: router)
-    LocationRoutes(repository: repository, authenticator: authenticator, validator: configuration.positionValidator)
+    LocationRoutes(repository: repository, authenticator: authenticator, validator: configuration.positionValidator,
+                   ingest: IngestCoalescer(repository: repository))
         .register(on: router)
     let tripAccess = TripAccess(repository: repository, authenticator: authenticator)
     TripRoutes(repository: repository, authenticator: authenticator, access: tripAccess, validator: configuration.positionValidator)

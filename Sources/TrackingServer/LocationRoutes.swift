@@ -9,6 +9,7 @@ struct LocationRoutes {
     let repository: TrackingRepository
     let authenticator: Authenticator
     let validator: PositionValidator
+    let ingest: IngestCoalescer
 
     func register(on router: Router<AppRequestContext>) {
         router.post("/api/v1/locations", use: postLocations)
@@ -27,7 +28,7 @@ struct LocationRoutes {
         }
         let positions = try validator.decodeBody(body.readableBytesView)
         // {"accepted", "filtered", "dropped", "filter_reasons"}: the tenant's fix filters may flag or drop some.
-        return try encodedResponse(try await repository.insertPositions(positions, device: device), status: .accepted)
+        return try encodedResponse(try await ingest.insert(positions, device: device), status: .accepted)
     }
 
     /// The latest position of a device the caller may see; any other answers 404 like a missing one.

@@ -116,43 +116,27 @@ public struct TrackingRepository: Sendable {
     /// The trigger judges the fixes by the tenant's filters, logs, upserts latest_positions and
     /// notifies. Returns how many were accepted and filtered.
     public func insertPositions(_ positions: [ValidatedPosition], device: DeviceIdentity) async throws -> IngestOutcome {
-        try await withTenant(device.tenant) { connection in
-            try await insertPositions(positions, device: device.id, tenant: device.tenant, on: connection)
-        }
+        try await insertPositionGroups([(device.id, positions)], tenant: device.tenant)[0]
     }
 
     /// The insert itself, in the caller's transaction; database refusals become 4xx errors.
     @discardableResult
     func insertPositions(_ positions: [ValidatedPosition], device: UUID, tenant: TenantID,
                          on connection: PostgresConnection) async throws -> IngestOutcome {
-        let rows = positions.map { position -> [String: JSONValue] in
-            var row: [String: JSONValue] = [
-                "lat": .number(position.latitude), "lon": .number(position.longitude),
-                "t": .number(position.fixTime.timeIntervalSince1970),
-                "attributes": .object(position.attributes),
-            ]
-            if let value = position.speed { row["speed"] = .number(value) }
-            if let value = position.heading { row["heading"] = .number(value) }
-            if let value = position.altitude { row["altitude"] = .number(value) }
-            if let value = position.accuracy { row["accuracy"] = .number(value) }
-            if let value = position.battery { row["battery"] = .number(value) }
-            if let value = position.bookingID { row["booking_id"] = .string(value.rawValue) }
-            return row
-        }
-        let json = String(decoding: try JSONEncoder().encode(rows), as: UTF8.self)
+        let json = try Self.rowsJSON([(device, positions)])
         var ids: [Int64] = []
         var filtering = false
-        do {
+        try await Self.mappingInsertErrors(device: device) {
             let inserted = try await connection.query("""
                 INSERT INTO positions (tenant_id, device_id, booking_id, fix_time, location,
                                        speed, heading, altitude, accuracy, battery, attributes)
-                SELECT \(tenant.rawValue), \(device), p.booking_id, to_timestamp(p.t),
+                SELECT \(tenant.rawValue), p.device, p.booking_id, to_timestamp(p.t),
                        ST_SetSRID(ST_MakePoint(p.lon, p.lat), 4326)::geography,
                        p.speed, p.heading, p.altitude, p.accuracy, p.battery, p.attributes
                   FROM ROWS FROM (jsonb_to_recordset(\(json)::jsonb) AS (
-                           lat float8, lon float8, t float8, speed float8, heading float8, altitude float8,
+                           device uuid, lat float8, lon float8, t float8, speed float8, heading float8, altitude float8,
                            accuracy float8, battery float8, booking_id text, attributes jsonb))
-                       WITH ORDINALITY AS p(lat, lon, t, speed, heading, altitude, accuracy, battery,
+                       WITH ORDINALITY AS p(device, lat, lon, t, speed, heading, altitude, accuracy, battery,
                                             booking_id, attributes, ord)
                  ORDER BY p.ord
                 RETURNING id, (SELECT pgtrack_filters_enabled(t) FROM tenants t WHERE t.id = \(tenant.rawValue))
@@ -161,6 +145,55 @@ public struct TrackingRepository: Sendable {
                 ids.append(id)
                 filtering = filtering || enabled == true
             }
+        }
+        // Without filters every row was accepted: no second round trip on the common path.
+        guard filtering else { return IngestOutcome(accepted: ids.count, filtered: 0, dropped: 0) }
+        return try await judged(ids, device: device, tenant: tenant, between: positions.map(\.fixTime), on: connection)
+    }
+
+    /// The positions of several devices of one tenant in one statement and one implicit
+    /// transaction (pgtrack_ingest_positions, which restricts it to the tenant): one round trip
+    /// and one commit for all of them. All or nothing. Returns each group's outcome, in order;
+    /// only when the tenant filters fixes does it read back how they were judged. `device`
+    /// names the device reported when the database refuses a device (deleted meanwhile).
+    public func insertPositionGroups(_ groups: [(device: UUID, positions: [ValidatedPosition])],
+                                     tenant: TenantID) async throws -> [IngestOutcome] {
+        guard rowLevelSecurity else {
+            return try await client.withConnection { connection in
+                var outcomes: [IngestOutcome] = []
+                for group in groups {
+                    outcomes.append(try await insertPositions(group.positions, device: group.device, tenant: tenant, on: connection))
+                }
+                return outcomes
+            }
+        }
+        let json = try Self.rowsJSON(groups)
+        let (ids, filtering) = try await Self.mappingInsertErrors(device: groups.count == 1 ? groups[0].device : nil) {
+            let rows = try await client.query("SELECT ids, filtering FROM pgtrack_ingest_positions(\(tenant.rawValue), \(json)::jsonb)",
+                                              logger: logger)
+            var result: ([Int64], Bool) = ([], false)
+            for try await (ids, filtering) in rows.decode(([Int64], Bool).self) { result = (ids, filtering) }
+            return result
+        }
+        guard filtering else { return groups.map { IngestOutcome(accepted: $0.positions.count, filtered: 0, dropped: 0) } }
+        // The ids come in input order: each group's are the next `positions.count` of them.
+        return try await client.withConnection { connection in
+            var outcomes: [IngestOutcome] = []
+            var offset = 0
+            for group in groups {
+                let own = Array(ids[offset..<min(offset + group.positions.count, ids.count)])
+                offset += group.positions.count
+                outcomes.append(try await judged(own, device: group.device, tenant: tenant,
+                                                 between: group.positions.map(\.fixTime), on: connection))
+            }
+            return outcomes
+        }
+    }
+
+    /// Database refusals of a positions insert as 4xx errors.
+    static func mappingInsertErrors<T>(device: UUID?, _ body: () async throws -> T) async throws -> T {
+        do {
+            return try await body()
         } catch let error as PSQLError where error.sqlState == "23514" && error.serverMessage.contains("no partition") {
             // No partition for the fix time: outside the window kept ahead/behind. Nothing was written.
             throw APIError.invalid("timestamp: no stored day covers it; fixes must fall in the partition window", field: "timestamp", index: nil)
@@ -169,11 +202,33 @@ public struct TrackingRepository: Sendable {
         } catch let error as PSQLError where error.sqlState == "22P05" || error.sqlState == "22P02" {
             throw APIError.invalid("a value cannot be stored: \(error.serverMessage)", field: nil, index: nil)
         } catch let error as PSQLError where error.sqlState == "23503" {
-            throw APIError.unauthorized("device \(device) no longer exists")
+            throw APIError.unauthorized("device \(device.map { "\($0)" } ?? "") no longer exists")
         }
-        // Without filters every row was accepted: no second round trip on the common path.
-        guard filtering else { return IngestOutcome(accepted: ids.count, filtered: 0, dropped: 0) }
-        return try await judged(ids, device: device, tenant: tenant, between: positions.map(\.fixTime), on: connection)
+    }
+
+    /// The rows as the JSON array the inserts read with jsonb_to_recordset.
+    static func rowsJSON(_ groups: [(device: UUID, positions: [ValidatedPosition])]) throws -> String {
+        var rows: [[String: JSONValue]] = []
+        rows.reserveCapacity(groups.reduce(0) { $0 + $1.positions.count })
+        for group in groups {
+            let device = JSONValue.string(group.device.uuidString.lowercased())
+            for position in group.positions {
+                var row: [String: JSONValue] = [
+                    "device": device,
+                    "lat": .number(position.latitude), "lon": .number(position.longitude),
+                    "t": .number(position.fixTime.timeIntervalSince1970),
+                    "attributes": .object(position.attributes),
+                ]
+                if let value = position.speed { row["speed"] = .number(value) }
+                if let value = position.heading { row["heading"] = .number(value) }
+                if let value = position.altitude { row["altitude"] = .number(value) }
+                if let value = position.accuracy { row["accuracy"] = .number(value) }
+                if let value = position.battery { row["battery"] = .number(value) }
+                if let value = position.bookingID { row["booking_id"] = .string(value.rawValue) }
+                rows.append(row)
+            }
+        }
+        return String(decoding: try JSONEncoder().encode(rows), as: UTF8.self)
     }
 
     /// How the trigger judged the rows just inserted: flagged rows carry filter_reason, dropped

@@ -1,0 +1,204 @@
+import AsyncHTTPClient
+import Foundation
+import HTTPTypes
+import HummingbirdWSClient
+import Logging
+import NIOCore
+import NIOHTTP1
+import Synchronization
+
+/// What a viewer watches.
+public enum ViewerStream: Sendable {
+    case tenant(String)
+    case booking(String)
+
+    var ssePath: String {
+        switch self {
+        case .tenant: return "/api/v1/stream"
+        case .booking(let id): return "/api/v1/bookings/\(id)/stream"
+        }
+    }
+
+    var room: String {
+        switch self {
+        case .tenant(let id): return "tenant:\(id)"
+        case .booking(let id): return "booking:\(id)"
+        }
+    }
+}
+
+/// One simulated dashboard: an SSE or WebSocket connection, its tally behind a lock so the
+/// orchestrator can check progress while it runs.
+public final class Viewer: Sendable {
+    public let stream: ViewerStream
+    public let tally: Mutex<StreamTally>
+    let token: String
+    let latency: LatencyRecorder
+    let counters: LoadCounters
+    /// The WebSocket writer, to close the socket from outside when the run ends.
+    private let socket = Mutex<WebSocketOutboundWriter?>(nil)
+    private let stopping = Atomic<Bool>(false)
+
+    public init(stream: ViewerStream, transport: StreamTally.Transport, devices: [Int], deviceCount: Int, token: String,
+                latency: LatencyRecorder, counters: LoadCounters) {
+        self.stream = stream
+        tally = Mutex(StreamTally(transport: transport, devices: devices, deviceCount: deviceCount))
+        self.token = token
+        self.latency = latency
+        self.counters = counters
+    }
+
+    public var transport: StreamTally.Transport { tally.withLock { $0.transport } }
+    public var opened: Bool { tally.withLock { $0.opened } }
+
+    /// Runs until `stop()` (or the connection ends). `baseURL` like http://127.0.0.1:8080.
+    public func run(baseURL: String, http: HTTPClient, logger: Logger) async {
+        do {
+            switch transport {
+            case .sse: try await runSSE(baseURL: baseURL, http: http)
+            case .ws: try await runWebSocket(baseURL: baseURL, logger: logger)
+            }
+        } catch {
+            if !stopping.load(ordering: .relaxed) && !Task.isCancelled {
+                counters.streamFailures.add(1, ordering: .relaxed)
+                tally.withLock { $0.failure = "\(error)" }
+            }
+        }
+        if tally.withLock({ $0.opened }) { counters.streamsOpen.subtract(1, ordering: .relaxed) }
+    }
+
+    public func stop() {
+        stopping.store(true, ordering: .relaxed)
+        if let writer = socket.withLock({ $0 }) {
+            Task { try? await writer.close(.normalClosure, reason: "done") }
+        }
+    }
+
+    private func opened(seq: Int64?, reset: Bool) {
+        let first = tally.withLock { tally -> Bool in
+            let first = !tally.opened
+            tally.open(seq: seq, reset: reset)
+            return first
+        }
+        if first { counters.streamsOpen.add(1, ordering: .relaxed) }
+    }
+
+    private func received(seq: Int64?, body: UnsafeBufferPointer<UInt8>) {
+        let fix = EventScan.simFix(in: body)
+        let now = wallMicros()
+        let duplicate = tally.withLock { tally -> Bool in
+            let before = tally.duplicates
+            tally.event(seq: seq, fix: fix, latency: latency, now: now)
+            return tally.duplicates != before
+        }
+        counters.deliveries.add(1, ordering: .relaxed)
+        if duplicate { counters.duplicates.add(1, ordering: .relaxed) }
+    }
+
+    // MARK: SSE
+
+    private func runSSE(baseURL: String, http: HTTPClient) async throws {
+        var request = HTTPClientRequest(url: baseURL + stream.ssePath)
+        request.headers.add(name: "Authorization", value: "Bearer \(token)")
+        request.headers.add(name: "Accept", value: "text/event-stream")
+        let response = try await http.execute(request, timeout: .hours(24))
+        guard response.status == .ok else {
+            let body = try await response.body.collect(upTo: 1 << 16)
+            throw ViewerError.refused("\(response.status.code) \(String(buffer: body))")
+        }
+        var pending: [UInt8] = []
+        pending.reserveCapacity(1 << 16)
+        for try await chunk in response.body {
+            if stopping.load(ordering: .relaxed) { break }
+            pending.append(contentsOf: chunk.readableBytesView)
+            let consumed = pending.withUnsafeBufferPointer { frames(in: $0) }
+            if consumed == pending.count { pending.removeAll(keepingCapacity: true) } else if consumed > 0 { pending.removeFirst(consumed) }
+        }
+    }
+
+    /// Handles every complete frame (ending in a blank line) and returns the bytes consumed.
+    private func frames(in bytes: UnsafeBufferPointer<UInt8>) -> Int {
+        var start = 0
+        var index = 0
+        let newline = UInt8(ascii: "\n")
+        while index + 1 < bytes.count {
+            if bytes[index] == newline && bytes[index + 1] == newline {
+                frame(UnsafeBufferPointer(rebasing: bytes[start..<(index + 1)]))
+                index += 2
+                start = index
+            } else {
+                index += 1
+            }
+        }
+        return start
+    }
+
+    private func frame(_ bytes: UnsafeBufferPointer<UInt8>) {
+        guard let first = bytes.first, first != UInt8(ascii: ":") else { return }  // comment (heartbeat)
+        var seq: Int64?
+        var name = "message"
+        var dataStart = bytes.count
+        // Lines before `data:` are short (`id:`, `event:`, `retry:`).
+        var lineStart = 0
+        var index = 0
+        while index < bytes.count {
+            if bytes[index] == UInt8(ascii: "\n") {
+                let line = UnsafeBufferPointer(rebasing: bytes[lineStart..<index])
+                if line.starts(with: "data:".utf8) { dataStart = lineStart; break }
+                if line.starts(with: "id:".utf8) {
+                    seq = Int64(String(decoding: line.dropFirst(3), as: UTF8.self).trimmingCharacters(in: .whitespaces))
+                } else if line.starts(with: "event:".utf8) {
+                    name = String(decoding: line.dropFirst(6), as: UTF8.self).trimmingCharacters(in: .whitespaces)
+                }
+                lineStart = index + 1
+            }
+            index += 1
+        }
+        let data = UnsafeBufferPointer(rebasing: bytes[dataStart...])
+        switch name {
+        case "snapshot": opened(seq: seq, reset: false)
+        case "reset": opened(seq: seq, reset: true)
+        case "message", "closed": break
+        default: received(seq: seq, body: data)
+        }
+    }
+
+    // MARK: WebSocket
+
+    private func runWebSocket(baseURL: String, logger: Logger) async throws {
+        let url = baseURL.replacingOccurrences(of: "http://", with: "ws://") + "/ws"
+        var headers = HTTPFields()
+        headers[.authorization] = "Bearer \(token)"
+        let join = #"{"action":"join","room":"\#(stream.room)"}"#
+        _ = try await WebSocketClient.connect(
+            url: url, configuration: .init(maxFrameSize: 1 << 20, additionalHeaders: headers), logger: logger
+        ) { inbound, outbound, _ in
+            self.socket.withLock { $0 = outbound }
+            if self.stopping.load(ordering: .relaxed) { return }
+            try await outbound.write(.text(join))
+            for try await message in inbound.messages(maxSize: 64 << 20) {
+                guard case .text(var text) = message else { continue }
+                text.withUTF8 { self.message($0) }
+            }
+        }
+    }
+
+    private func message(_ bytes: UnsafeBufferPointer<UInt8>) {
+        let seq = EventScan.integer(after: EventScan.seqKey, in: bytes)
+        switch EventScan.string(after: EventScan.typeKey, in: bytes) {
+        case "snapshot": opened(seq: seq, reset: false)
+        case "reset": opened(seq: seq, reset: true)
+        case "joined", "pong", "left": break
+        case "error":
+            tally.withLock { $0.failure = String(decoding: bytes, as: UTF8.self) }
+        default: received(seq: seq, body: bytes)
+        }
+    }
+}
+
+enum ViewerError: Error, CustomStringConvertible {
+    case refused(String)
+    var description: String {
+        switch self { case .refused(let text): return "stream refused: \(text)" }
+    }
+}
