@@ -164,25 +164,34 @@ extension Admin {
         }
 
         func run() async throws {
-            Pgtrack.bootstrapLogging()
-            let logger = Logger(label: "pgtrack")
-            let tenantID = TenantID(tenant)!
-            let (settings, startedCluster) = try await database.resolve(logger: logger)
-            defer { try? startedCluster?.stop() }
-            let name = self.name
-            let created = try await runAdmin(settings, logger: logger) { repository in
-                try await repository.createSyncKey(tenant: tenantID, name: name)
+            try await createTenantKey(tenant: tenant, name: name, database: database) { repository, tenant, name in
+                try await repository.createSyncKey(tenant: tenant, name: name)
             }
-            guard let created else {
-                throw ValidationError("tenant \(tenantID) does not exist; create it first with `pgtrack admin create-tenant`")
-            }
-            print(try jsonLine(CreatedSyncKey(keyID: created.id.uuidString.lowercased(), tenantID: tenantID.rawValue,
-                                              name: name, apiKey: created.apiKey)))
         }
     }
 }
 
-struct CreatedSyncKey: Encodable {
+/// Creates a tenant-level API key (sync or ingest) and prints it once as JSON.
+private func createTenantKey(
+    tenant: String, name: String, database: DatabaseOptions,
+    _ create: @escaping @Sendable (TrackingRepository, TenantID, String) async throws -> (id: UUID, apiKey: String)?
+) async throws {
+    Pgtrack.bootstrapLogging()
+    let logger = Logger(label: "pgtrack")
+    let tenantID = TenantID(tenant)!
+    let (settings, startedCluster) = try await database.resolve(logger: logger)
+    defer { try? startedCluster?.stop() }
+    let created = try await runAdmin(settings, logger: logger) { repository in
+        try await create(repository, tenantID, name)
+    }
+    guard let created else {
+        throw ValidationError("tenant \(tenantID) does not exist; create it first with `pgtrack admin create-tenant`")
+    }
+    print(try jsonLine(CreatedTenantKey(keyID: created.id.uuidString.lowercased(), tenantID: tenantID.rawValue,
+                                      name: name, apiKey: created.apiKey)))
+}
+
+struct CreatedTenantKey: Encodable {
     let keyID: String
     let tenantID: String
     let name: String
@@ -219,20 +228,9 @@ extension Admin {
         }
 
         func run() async throws {
-            Pgtrack.bootstrapLogging()
-            let logger = Logger(label: "pgtrack")
-            let tenantID = TenantID(tenant)!
-            let (settings, startedCluster) = try await database.resolve(logger: logger)
-            defer { try? startedCluster?.stop() }
-            let name = self.name
-            let created = try await runAdmin(settings, logger: logger) { repository in
-                try await repository.createIngestKey(tenant: tenantID, name: name)
+            try await createTenantKey(tenant: tenant, name: name, database: database) { repository, tenant, name in
+                try await repository.createIngestKey(tenant: tenant, name: name)
             }
-            guard let created else {
-                throw ValidationError("tenant \(tenantID) does not exist; create it first with `pgtrack admin create-tenant`")
-            }
-            print(try jsonLine(CreatedSyncKey(keyID: created.id.uuidString.lowercased(), tenantID: tenantID.rawValue,
-                                              name: name, apiKey: created.apiKey)))
         }
     }
 }

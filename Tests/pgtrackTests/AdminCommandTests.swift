@@ -21,6 +21,21 @@ struct AdminCommandTests {
         #expect(!again.stdout.contains("tenant_id"))
     }
 
+    @Test("create-sync-key prints a pgs_ key once as JSON; an unknown tenant is refused by name")
+    func createSyncKey() async throws {
+        let url = try await TestCluster.freshDatabase()
+        let tenant = try await PgtrackProcess.run(["admin", "create-tenant", "acme", "--name", "Acme"], database: url)
+        try #require(tenant.status == 0, "\(tenant)")
+        let created = try await PgtrackProcess.run(["admin", "create-sync-key", "--tenant", "acme", "--name", "debezium"], database: url)
+        #expect(created.status == 0, "\(created)")
+        let json = try created.json()
+        #expect((json["api_key"] as? String)?.hasPrefix("pgs_") == true, "\(created.stdout)")
+        #expect(json["tenant_id"] as? String == "acme" && json["name"] as? String == "debezium")
+        #expect((json["key_id"] as? String).flatMap(UUID.init(uuidString:)) != nil)
+        let missing = try await PgtrackProcess.run(["admin", "create-sync-key", "--tenant", "nobody"], database: url)
+        #expect(missing.status != 0 && missing.stderr.contains("does not exist"), "\(missing)")
+    }
+
     @Test("create-device prints the device id and a pgt_ API key that authenticates")
     func createDevice() async throws {
         let url = try await TestCluster.freshDatabase()
