@@ -46,7 +46,7 @@ struct WebSocketServerErrorTests {
             kill(child, SIGKILL)
             _ = waitpid(child, &status, 0)
         }
-        Self.removeCluster(of: child)
+        try await offCooperativePool { Self.removeCluster(of: child) }
         let text = (try? String(contentsOf: log, encoding: .utf8)) ?? ""
         let tail = String(text.suffix(3_000))
         let signal = status & 0x7f

@@ -14,7 +14,16 @@ struct SyncLogicalReplicationTests {
     @Test("a subscription fills sync.customers and sync.orders: initial copy, then inserts, updates and deletes")
     func subscriptionFillsSyncTables() async throws {
         let source = try await SourceCluster.start()
-        defer { source.remove() }
+        do {
+            try await Self.replicate(from: source)
+        } catch {
+            try? await offCooperativePool { source.remove() }
+            throw error
+        }
+        try await offCooperativePool { source.remove() }
+    }
+
+    static func replicate(from source: SourceCluster) async throws {
         let target = try await TestCluster.freshDatabase()
         try await source.run("""
             CREATE SCHEMA app;
@@ -165,13 +174,15 @@ struct SourceCluster {
                                        databaseName: "source", logger: TestCluster.logger)
         let source = SourceCluster(cluster: cluster, root: root)
         do {
-            try cluster.start()
+            try await offCooperativePool { try cluster.start() }
             try await DatabaseProvisioning.createDatabaseIfMissing(cluster.databaseURL, logger: TestCluster.logger)
             _ = try await TestCluster.withClient(cluster.databaseURL) { client in
                 try await client.query("ALTER SYSTEM SET wal_level = logical", logger: TestCluster.logger)
             }
-            try cluster.stop()
-            try cluster.start()
+            try await offCooperativePool {
+                try cluster.stop()
+                try cluster.start()
+            }
         } catch {
             source.remove()
             throw error

@@ -58,7 +58,7 @@ public enum TestCluster {
             try? cluster.stop()
             try? FileManager.default.removeItem(atPath: path)
         }
-        try cluster.start()
+        try await offCooperativePool { try cluster.start() }
         try await DatabaseProvisioning.createDatabaseIfMissing(cluster.databaseURL, logger: logger)
         let settings = DatabaseConnectionSettings(url: cluster.databaseURL)
         _ = try await Migrator(files: try schemaFiles(), logger: logger).migrate(settings: settings)
