@@ -39,6 +39,9 @@ public struct BusDelivery: Sendable {
 /// What a stream session waits on.
 public enum SessionSignal: Sendable {
     case event(BusDelivery)
+    /// The events of one topic that one notification brought (typically one commit), in seq
+    /// order: a session writes them with one write instead of one wake-up and write each.
+    case events([BusDelivery])
     case heartbeat
     /// The subscriber's scope or role may have changed: re-read it.
     case recheck
@@ -49,18 +52,23 @@ public enum SessionSignal: Sendable {
 
 /// A subscriber's bounded inbox. When it is full the subscriber is too slow: the inbox closes
 /// and is marked overflowed, and the session resynchronises from a snapshot. Nothing upstream
-/// ever waits for a subscriber.
+/// ever waits for a subscriber. The bound counts events (a batch counts each of its events) as
+/// well as signals: sessions report what they took with `took(_:)`.
 public final class Mailbox: Sendable {
     public enum Transport: Sendable { case sse, websocket }
 
     public let signals: AsyncStream<SessionSignal>
     let continuation: AsyncStream<SessionSignal>.Continuation
     let transport: Transport
+    let capacity: Int
     private let overflowFlag = Atomic<Bool>(false)
+    /// Events pushed and not yet taken by the session.
+    private let pendingEvents = Atomic<Int>(0)
 
     init(capacity: Int, transport: Transport = .sse) {
         (signals, continuation) = AsyncStream.makeStream(of: SessionSignal.self, bufferingPolicy: .bufferingOldest(capacity))
         self.transport = transport
+        self.capacity = capacity
     }
 
     public var overflowed: Bool { overflowFlag.load(ordering: .acquiring) }
@@ -69,11 +77,41 @@ public final class Mailbox: Sendable {
         push(.event(delivery))
     }
 
+    /// The events of one notification, as one signal when there are several.
+    func push(_ deliveries: [BusDelivery]) {
+        guard deliveries.count > 1 else {
+            if let delivery = deliveries.first { push(.event(delivery)) }
+            return
+        }
+        push(.events(deliveries))
+    }
+
     /// A full inbox overflows whatever the signal: the reset that follows re-reads everything.
     func push(_ signal: SessionSignal) {
-        if case .dropped = continuation.yield(signal) {
-            overflowFlag.store(true, ordering: .releasing)
-            continuation.finish()
+        let events = Self.eventCount(signal)
+        if events > 0, pendingEvents.add(events, ordering: .relaxed).newValue > capacity {
+            overflow()
+            return
+        }
+        if case .dropped = continuation.yield(signal) { overflow() }
+    }
+
+    private func overflow() {
+        overflowFlag.store(true, ordering: .releasing)
+        continuation.finish()
+    }
+
+    /// The session took `signal` out of the inbox: its events no longer count against the bound.
+    public func took(_ signal: SessionSignal) {
+        let events = Self.eventCount(signal)
+        if events > 0 { pendingEvents.subtract(events, ordering: .relaxed) }
+    }
+
+    static func eventCount(_ signal: SessionSignal) -> Int {
+        switch signal {
+        case .event: 1
+        case .events(let deliveries): deliveries.count
+        case .heartbeat, .recheck, .client: 0
         }
     }
 
@@ -220,10 +258,10 @@ public final class FanOutHub: BusEventSink, Service {
     private func push(_ releases: [BroadcastThrottle.Release], of topic: BusTopic, to mailboxes: [Mailbox]) {
         let sse = mailboxes.contains { $0.transport == .sse }
         let websocket = mailboxes.contains { $0.transport == .websocket }
-        for release in releases {
-            let delivery = BusDelivery(event: release.event, topic: topic, coalesced: release.coalesced, sse: sse, websocket: websocket)
-            for mailbox in mailboxes { mailbox.push(delivery) }
+        let deliveries = releases.map {
+            BusDelivery(event: $0.event, topic: topic, coalesced: $0.coalesced, sse: sse, websocket: websocket)
         }
+        for mailbox in mailboxes { mailbox.push(deliveries) }
     }
 
     /// Pushes held updates whose interval has passed (the throttle's one timer per node).

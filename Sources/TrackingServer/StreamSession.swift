@@ -96,9 +96,18 @@ struct StreamSession {
                     drain: for await signal in subscription.mailbox.signals {
                         // Overflowed: what is still buffered is stale; drop it and reset below.
                         if subscription.mailbox.overflowed { break drain }
+                        subscription.mailbox.took(signal)
                         switch signal {
                         case .event(let delivery):
                             if progress.shouldSend(delivery) { try await writer.write(delivery.frame) }
+                        case .events(let deliveries):
+                            // One write for the whole batch.
+                            var frames = ByteBuffer()
+                            for delivery in deliveries where progress.shouldSend(delivery) {
+                                var frame = delivery.frame
+                                frames.writeBuffer(&frame)
+                            }
+                            if frames.readableBytes > 0 { try await writer.write(frames) }
                         case .heartbeat:
                             try await write(SSEFrame.comment("heartbeat"), to: &writer)
                         case .recheck:

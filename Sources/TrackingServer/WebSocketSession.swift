@@ -125,9 +125,12 @@ struct WebSocketSession {
         }
         for await signal in mailbox.signals {
             if mailbox.overflowed { break }
+            mailbox.took(signal)
             switch signal {
             case .event(let delivery):
                 try await deliver(delivery, state: &state, outbound: outbound)
+            case .events(let deliveries):
+                for delivery in deliveries { try await deliver(delivery, state: &state, outbound: outbound) }
             case .heartbeat:
                 if state.rooms.isEmpty, ContinuousClock.now - state.lastActivity > settings.idleTimeout {
                     try await send(Self.errorMessage("No room joined for \(settings.idleTimeout); closing.", code: "idle"), outbound)

@@ -24,6 +24,7 @@ struct MailboxTests {
         for await signal in mailbox.signals {
             switch signal {
             case .event(let delivery): seqs.append(delivery.seq)
+            case .events(let deliveries): seqs += deliveries.map(\.seq)
             case .heartbeat: heartbeats += 1
             case .recheck: Issue.record("no recheck was pushed")
             case .client: Issue.record("no client message was pushed")
@@ -39,6 +40,28 @@ struct MailboxTests {
         #expect(mailbox.overflowed)
         let drained = await Self.drain(mailbox)
         #expect(drained.seqs == [1, 2, 3, 4], "the oldest events are kept, in order")
+    }
+
+    @Test("a batch counts each of its events: 3 + 2 events in a capacity of 4 overflow; what a session took frees room")
+    func batchesCountEvents() async {
+        let mailbox = Mailbox(capacity: 4)
+        mailbox.push((1...3).map { Self.delivery(Int64($0)) })
+        mailbox.push((4...5).map { Self.delivery(Int64($0)) })
+        #expect(mailbox.overflowed, "5 events do not fit in 4, even as two signals")
+        #expect(await Self.drain(mailbox).seqs == [1, 2, 3], "the batch that fitted is delivered whole")
+
+        let session = Mailbox(capacity: 4)
+        var iterator = session.signals.makeAsyncIterator()
+        session.push((1...3).map { Self.delivery(Int64($0)) })
+        let first = await iterator.next()
+        guard case .events(let batch)? = first else {
+            Issue.record("three events arrive as one batch: \(String(describing: first))")
+            return
+        }
+        #expect(batch.map(\.seq) == [1, 2, 3])
+        session.took(first!)
+        session.push((4...7).map { Self.delivery(Int64($0)) })
+        #expect(!session.overflowed, "the taken batch no longer counts")
     }
 
     @Test("exactly the capacity: not overflowed; heartbeats into a full mailbox do not overflow it")
