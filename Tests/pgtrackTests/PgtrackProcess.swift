@@ -1,4 +1,7 @@
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 import Testing
 import TrackingCore
 import TrackingTestSupport
@@ -24,6 +27,11 @@ struct PgtrackProcess {
     struct NotJSON: Error, CustomStringConvertible {
         let text: String
         var description: String { "stdout is not a JSON object: \(text)" }
+    }
+
+    struct SpawnFailed: Error, CustomStringConvertible {
+        let code: Int32
+        var description: String { "posix_spawn of pgtrack failed: \(code)" }
     }
 
     struct Timeout: Error, CustomStringConvertible {
@@ -80,27 +88,41 @@ struct PgtrackProcess {
         let err = try FileHandle(forWritingTo: errURL)
         defer { try? out.close(); try? err.close() }
 
-        let process = Process()
-        process.executableURL = executable
-        process.arguments = arguments
-        process.environment = environment
-        process.currentDirectoryURL = workingDirectory ?? scratch
-        process.standardInput = FileHandle.nullDevice
-        process.standardOutput = out
-        process.standardError = err
-
-        let exited = AsyncStream<Int32>.makeStream()
-        process.terminationHandler = { exited.continuation.yield($0.terminationStatus); exited.continuation.finish() }
-        try process.run()
-        let status = await withTaskGroup(of: Int32?.self) { group in
-            group.addTask { for await status in exited.stream { return status }; return nil }
-            group.addTask { try? await Task.sleep(for: .seconds(120)); return nil }
-            let first = await group.next() ?? nil
-            group.cancelAll()
-            return first
+        // posix_spawn and waitpid rather than Foundation's Process: its termination handler
+        // was seen to miss a child's exit (a CLI test waited its full 120 s in a fresh-clone run).
+        let argv = ([executable.path] + arguments).map { strdup($0) } + [nil]
+        let envp = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
+        defer {
+            for pointer in argv { free(pointer) }
+            for pointer in envp { free(pointer) }
+        }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_adddup2(&actions, out.fileDescriptor, 1)
+        posix_spawn_file_actions_adddup2(&actions, err.fileDescriptor, 2)
+        let directory = (workingDirectory ?? scratch).path
+        var pid: pid_t = 0
+        // The working directory is changed in the child by a tiny shell-free trick: spawn through
+        // /usr/bin/env --chdir, which coreutils on Debian 12 provides.
+        let wrapped = [strdup("/usr/bin/env"), strdup("--chdir=\(directory)")] + argv
+        defer { free(wrapped[0]); free(wrapped[1]) }
+        let spawned = posix_spawn(&pid, "/usr/bin/env", &actions, nil, wrapped, envp)
+        guard spawned == 0 else { throw SpawnFailed(code: spawned) }
+        var status: Int32?
+        let deadline = ContinuousClock.now + .seconds(120)
+        while ContinuousClock.now < deadline {
+            var raw: Int32 = 0
+            if waitpid(pid, &raw, WNOHANG) == pid {
+                status = (raw & 0x7f) == 0 ? (raw >> 8) & 0xff : 128 + (raw & 0x7f)
+                break
+            }
+            try? await Task.sleep(for: .milliseconds(20))
         }
         guard let status else {
-            process.terminate()
+            kill(pid, SIGKILL)
+            _ = waitpid(pid, nil, 0)
             throw Timeout(arguments: arguments)
         }
         return Result(status: status,
