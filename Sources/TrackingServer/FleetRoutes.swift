@@ -237,41 +237,18 @@ struct FleetRoutes {
         let id = try request.uuidParameter("id", context: context, resource: resource)
         let record = try visible(table == .drivers ? try await repository.driver(id, tenant: user.tenant)
                                                    : try await repository.route(id, tenant: user.tenant), user, resource, id)
-        let query = request.uri.queryParameters
-        let from = try Self.time(query.get("from"), name: "from")
-        let to = try Self.time(query.get("to"), name: "to")
-        if let from, let to, to < from { throw APIError.invalid("to: must not be before from.", field: "to", index: nil) }
-        var limit = 100
-        if let text = query.get("limit") {
-            guard let value = Int(text), (1...TrackingRoutes.maxPageSize).contains(value) else {
-                throw APIError.invalid("limit: must be 1–\(TrackingRoutes.maxPageSize).", field: "limit", index: nil)
-            }
-            limit = value
-        }
-        var cursor: PointCursor?
-        if let text = query.get("cursor") {
-            guard let parsed = PointCursor(text) else {
-                throw APIError.invalid("cursor: pass the next_cursor of the previous page unchanged.", field: "cursor", index: nil)
-            }
-            cursor = parsed
-        }
-        var page: [HistoryPoint] = []
+        let page = try PointPageQuery(request, maxPageSize: TrackingRoutes.maxPageSize)
+        var points: [HistoryPoint] = []
         let source: HistorySource? = table == .drivers ? record.audience.map { .device($0.device) } : .route(id)
         if let source {
-            page = try await repository.history(source, tenant: user.tenant, after: cursor, from: from, to: to, limit: limit + 1)
+            points = try await repository.history(source, tenant: user.tenant, after: page.cursor, from: page.from, to: page.to,
+                                                  limit: page.limit + 1)
         }
-        let shown = page.prefix(limit)
-        let next = page.count > limit ? shown.last.map { #""\#($0.cursor.text)""# } ?? "null" : "null"
+        let shown = points.prefix(page.limit)
+        let next = points.count > page.limit ? shown.last.map { #""\#($0.cursor.text)""# } ?? "null" : "null"
         return jsonResponse(#"{"\#(resource)_id":"\#(id.uuidString.lowercased())","points":[\#(shown.map(\.json).joined(separator: ","))],"next_cursor":\#(next)}"#)
     }
 
-    static func time(_ text: String?, name: String) throws -> Date? {
-        guard let text else { return nil }
-        guard let date = PositionValidator.parseTimestamp(text) else {
-            throw APIError.invalid("\(name): must be an ISO-8601 time such as 2026-11-23T08:00:00Z.", field: name, index: nil)
-        }
-        return date
-    }
 
     /// A status change's outcome as a response: 200, 404, or 409 naming the current status.
     static func answer(_ outcome: FleetStatusOutcome, resource: String, id: UUID, requested: String) throws -> Response {

@@ -58,29 +58,11 @@ struct TrackingRoutes {
     @Sendable func points(request: Request, context: AppRequestContext) async throws -> Response {
         let principal = try await authenticator.authenticate(request)
         let trip = try await access.visibleTrip(try bookingParameter(context), for: principal)
-        let query = request.uri.queryParameters
-        let from = try time(query.get("from"), name: "from")
-        let to = try time(query.get("to"), name: "to")
-        if let from, let to, to < from {
-            throw APIError.invalid("to: must not be before from.", field: "to", index: nil)
-        }
-        var limit = 100
-        if let text = query.get("limit") {
-            guard let value = Int(text), (1...Self.maxPageSize).contains(value) else {
-                throw APIError.invalid("limit: must be 1–\(Self.maxPageSize).", field: "limit", index: nil)
-            }
-            limit = value
-        }
-        var cursor: PointCursor?
-        if let text = query.get("cursor") {
-            guard let parsed = PointCursor(text) else {
-                throw APIError.invalid("cursor: pass the next_cursor of the previous page unchanged.", field: "cursor", index: nil)
-            }
-            cursor = parsed
-        }
-        let page = try await repository.routePoints(of: trip, tenant: principal.tenant, after: cursor, from: from, to: to, limit: limit + 1)
-        let shown = page.prefix(limit)
-        let next = page.count > limit ? shown.last.map { #""\#($0.1.text)""# } ?? "null" : "null"
+        let query = try PointPageQuery(request, maxPageSize: Self.maxPageSize)
+        let page = try await repository.routePoints(of: trip, tenant: principal.tenant, after: query.cursor, from: query.from,
+                                                    to: query.to, limit: query.limit + 1)
+        let shown = page.prefix(query.limit)
+        let next = page.count > query.limit ? shown.last.map { #""\#($0.1.text)""# } ?? "null" : "null"
         let items = shown.map { point, _ in Self.pointJSON(point) }.joined(separator: ",")
         return jsonResponse(#"{"booking_id":"\#(trip.booking)","points":[\#(items)],"next_cursor":\#(next)}"#)
     }
@@ -104,13 +86,5 @@ struct TrackingRoutes {
         case "true", "1", "": return true
         default: throw APIError.invalid("\(name): must be true or false.", field: name, index: nil)
         }
-    }
-
-    private func time(_ text: String?, name: String) throws -> Date? {
-        guard let text else { return nil }
-        guard let date = PositionValidator.parseTimestamp(text) else {
-            throw APIError.invalid("\(name): must be an ISO-8601 time such as 2026-11-23T08:00:00Z.", field: name, index: nil)
-        }
-        return date
     }
 }
