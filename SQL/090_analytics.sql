@@ -197,7 +197,9 @@ SELECT tn.id AS tenant_id, tbl.name AS table_name, lag.seconds AS lag_seconds,
   FROM tenants tn
  CROSS JOIN unnest(pgtrack_sync_tables()) AS tbl(name)
   LEFT JOIN sync.sync_state s ON s.tenant_id = tn.id AND s.table_name = tbl.name
- CROSS JOIN LATERAL (SELECT greatest(extract(epoch FROM now() - s.last_source_ts)::float8, 0) AS seconds) lag;
+ -- No change applied yet: no lag (NULL, status no_data), not a lag of 0 (greatest() skips NULLs).
+ CROSS JOIN LATERAL (SELECT CASE WHEN s.last_source_ts IS NOT NULL
+                                 THEN greatest(extract(epoch FROM now() - s.last_source_ts)::float8, 0) END AS seconds) lag;
 
 DO $$
 DECLARE

@@ -99,6 +99,15 @@ struct AnalystAccessTests {
               FROM analytics.visit_completions
             """, logger: TestCluster.logger).decode((String?, Int, Bool, Int).self).first { _ in true }
         #expect(visit?.0 == "Shop" && visit?.1 == 1_200 && visit?.2 == false && visit?.3 == 1_800, "\(String(describing: visit))")
+        // A table that never received a change has no lag (no_data), not a lag of 0.
+        var lag: [String: String] = [:]
+        for try await (table, status, noLag) in try await analyst.query(
+            "SELECT table_name, status, lag_seconds IS NULL FROM analytics.sync_lag", logger: TestCluster.logger
+        ).decode((String, String, Bool).self) {
+            lag[table] = status + (noLag ? "/null" : "")
+        }
+        #expect(lag["products"] == "no_data/null", "\(lag)")
+        #expect(lag["accounts"].map { !$0.hasPrefix("no_data") && !$0.hasSuffix("/null") } == true, "\(lag)")
     }
 
     @Test("an analyst cannot read base tables or the sync schema, cannot write, cannot become the tenant role")
