@@ -77,14 +77,17 @@ struct WebSocketRoutes {
         }
     }
 
+    /// How long a socket waits after the upgrade before the server speaks first (a refusal, or
+    /// the opening of /ws/tracking): frames in the same TCP read as the 101 are dropped by some
+    /// client upgraders (swift-nio's, under hummingbird-websocket's client, among them), which
+    /// then wait forever for them. 50 ms was not enough on a loaded 2-core machine (tests failed
+    /// 2 full runs in 5, for refusals and for a tracking socket's first message). On /ws the
+    /// client speaks first (join), so it has read the 101 by then and nothing waits.
+    static let firstFrameDelay = Duration.milliseconds(300)
+
     /// One error message, then a close with code 4000 + status and the error code as reason.
-    /// The pause first keeps them out of the TCP read that carries the 101: some client
-    /// upgraders (swift-nio's among them) drop frames that arrive bundled with it, and then
-    /// never see the refusal nor the close. 50 ms was not enough on a loaded 2-core machine
-    /// (the refusal test failed 2 full runs in 5); a refusal is rare, so its latency is cheap.
-    /// An accepted socket's first frame comes after database work, so it is never that early.
     static func refuse(_ error: APIError, outbound: WebSocketOutboundWriter) async throws {
-        try await Task.sleep(for: .milliseconds(300))
+        try await Task.sleep(for: firstFrameDelay)
         try await outbound.write(.text(WebSocketSession.errorMessage(error.message, code: error.code, status: error.status)))
         try await outbound.close(.unknown(UInt16(4000 + error.status)), reason: error.code)
     }

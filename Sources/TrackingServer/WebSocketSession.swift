@@ -121,6 +121,7 @@ struct WebSocketSession {
 
     private func serve(_ mailbox: Mailbox, state: inout State, outbound: WebSocketOutboundWriter) async throws {
         if let trip = admission.trip {
+            try await Task.sleep(for: WebSocketRoutes.firstFrameDelay)  // the server speaks first here
             try await openTripRoom(trip, mailbox: mailbox, state: &state, outbound: outbound)
         }
         for await signal in mailbox.signals {
