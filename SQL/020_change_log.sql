@@ -60,38 +60,47 @@ $$;
 -- the listener reads the rows from change_log. pg_notify's limit is 8000 bytes.
 CREATE OR REPLACE FUNCTION pgtrack_notify_logged(p_tenant text, first_seq bigint, last_seq bigint)
 RETURNS void
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+-- One generic plan, pruned to today's partition when it runs: a custom plan per call (what
+-- plpgsql picks, as pruning makes it look cheaper) cost more to plan than to run.
+SET plan_cache_mode = force_generic_plan
+AS $$
 DECLARE
     inline_limit constant integer := 7500;
     inline_rows  constant integer := 16;
+    -- The caller logged these seqs in this transaction (it holds the tenant's head lock), so
+    -- every row has created_at = now(): the scan is pruned to today's partition. Before, each
+    -- call planned and read every day partition of change_log three times, 0.6 ms of the
+    -- 1.0 ms a one-fix insert costs PostgreSQL (pgbench, fsync off).
+    logged_at    constant timestamptz := now();
     grp          record;
     message      text;
 BEGIN
     FOR grp IN
+        WITH logged AS MATERIALIZED (
+            SELECT seq, kind, booking_id,
+                   jsonb_build_object('s', seq, 'k', kind, 'd', payload::text) AS bare,
+                   jsonb_strip_nulls(jsonb_build_object('s', seq, 'k', kind, 'd', payload::text,
+                       'v', device_id, 'g', device_group, 'r', device_grade, 'o', route_id)) AS event
+              FROM change_log
+             WHERE tenant_id = p_tenant AND seq > first_seq AND seq <= last_seq
+               AND created_at = logged_at
+        )
         SELECT 'pgtrack.tenant.' || p_tenant AS channel, NULL::text AS booking_id,
                min(seq) AS lo, max(seq) AS hi, count(*) AS n,
-               CASE WHEN count(*) <= inline_rows THEN
-                   jsonb_agg(jsonb_strip_nulls(jsonb_build_object('s', seq, 'k', kind, 'd', payload::text,
-                                                       'v', device_id, 'g', device_group, 'r', device_grade, 'o', route_id)) ORDER BY seq)
-               END AS events
-          FROM change_log
-         WHERE tenant_id = p_tenant AND seq > first_seq AND seq <= last_seq
+               CASE WHEN count(*) <= inline_rows THEN jsonb_agg(event ORDER BY seq) END AS events
+          FROM logged
         UNION ALL
         SELECT 'pgtrack.booking.' || booking_id, booking_id, min(seq), max(seq), count(*),
-               CASE WHEN count(*) <= inline_rows THEN
-                   jsonb_agg(jsonb_strip_nulls(jsonb_build_object('s', seq, 'k', kind, 'd', payload::text,
-                                                       'v', device_id, 'g', device_group, 'r', device_grade, 'o', route_id)) ORDER BY seq)
-               END
-          FROM change_log
-         WHERE tenant_id = p_tenant AND seq > first_seq AND seq <= last_seq AND booking_id IS NOT NULL
+               CASE WHEN count(*) <= inline_rows THEN jsonb_agg(event ORDER BY seq) END
+          FROM logged
+         WHERE booking_id IS NOT NULL
          GROUP BY booking_id
         UNION ALL
         SELECT 'pgtrack.admin.' || p_tenant, NULL, min(seq), max(seq), count(*),
-               CASE WHEN count(*) <= inline_rows THEN
-                   jsonb_agg(jsonb_build_object('s', seq, 'k', kind, 'd', payload::text) ORDER BY seq)
-               END
-          FROM change_log
-         WHERE tenant_id = p_tenant AND seq > first_seq AND seq <= last_seq AND kind = ANY (pgtrack_admin_kinds())
+               CASE WHEN count(*) <= inline_rows THEN jsonb_agg(bare ORDER BY seq) END
+          FROM logged
+         WHERE kind = ANY (pgtrack_admin_kinds())
     LOOP
         CONTINUE WHEN grp.n = 0;
         message := jsonb_build_object('t', p_tenant, 'b', grp.booking_id, 'f', grp.lo, 'l', grp.hi,

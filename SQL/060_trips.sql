@@ -69,12 +69,23 @@ $$;
 --             when at least jitter_metres, so a parked device's GPS noise adds nothing;
 --   stops:    a spell starts at a point; it lasts while later points stay within
 --             stop_radius_metres of it; a spell of at least stop_seconds is a stop.
-CREATE OR REPLACE FUNCTION pgtrack_trip_advance(p_tenant text, p_booking text, p_rebuild boolean) RETURNS void
+-- p_rows, when the caller has them, are the trip's points just inserted (none filtered): they
+-- are absorbed as they are, without reading positions back. Otherwise the points come from
+-- positions, read through the partitions holding p_from..p_to when the caller knows the range.
+-- Reading positions back was most of a booked fix's insert cost: planning and opening all 38 day
+-- partitions (the default retention) for every call.
+DROP FUNCTION IF EXISTS pgtrack_trip_advance(text, text, boolean);
+DROP FUNCTION IF EXISTS pgtrack_trip_advance(text, text, boolean, timestamptz, timestamptz);
+CREATE OR REPLACE FUNCTION pgtrack_trip_advance(p_tenant text, p_booking text, p_rebuild boolean,
+                                                p_from timestamptz DEFAULT '-infinity',
+                                                p_to timestamptz DEFAULT 'infinity',
+                                                p_rows positions[] DEFAULT NULL) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
     t trips%ROWTYPE;
     p record;
     hop double precision;
+    points refcursor;
 BEGIN
     SELECT * INTO t FROM trips WHERE tenant_id = p_tenant AND booking_id = p_booking FOR UPDATE;
     IF NOT FOUND THEN
@@ -86,15 +97,28 @@ BEGIN
         t.max_speed := NULL; t.min_lat := NULL; t.min_lon := NULL; t.max_lat := NULL; t.max_lon := NULL;
         t.anchor_location := NULL; t.spell_location := NULL; t.spell_since := NULL; t.stops := '[]'::jsonb;
     END IF;
-    FOR p IN
-        SELECT id, fix_time, location, speed, heading,
-               ST_Y(location::geometry) AS lat, ST_X(location::geometry) AS lon
-          FROM positions
-         WHERE tenant_id = p_tenant AND booking_id = p_booking AND device_id = t.device_id
-           AND filter_reason IS NULL  -- a filtered fix (SQL/035) is no point of the route
-           AND (t.last_fix_at IS NULL OR (fix_time, id) > (t.last_fix_at, t.last_position_id))
-         ORDER BY fix_time, id
+    IF p_rows IS NOT NULL THEN
+        OPEN points FOR
+            SELECT r.id, r.fix_time, r.location, r.speed, r.heading,
+                   ST_Y(r.location::geometry) AS lat, ST_X(r.location::geometry) AS lon
+              FROM unnest(p_rows) r
+             WHERE r.booking_id = p_booking AND r.device_id = t.device_id AND r.filter_reason IS NULL
+               AND (t.last_fix_at IS NULL OR (r.fix_time, r.id) > (t.last_fix_at, t.last_position_id))
+             ORDER BY r.fix_time, r.id;
+    ELSE
+        OPEN points FOR
+            SELECT id, fix_time, location, speed, heading,
+                   ST_Y(location::geometry) AS lat, ST_X(location::geometry) AS lon
+              FROM positions
+             WHERE tenant_id = p_tenant AND booking_id = p_booking AND device_id = t.device_id
+               AND filter_reason IS NULL  -- a filtered fix (SQL/035) is no point of the route
+               AND fix_time BETWEEN p_from AND p_to
+               AND (t.last_fix_at IS NULL OR (fix_time, id) > (t.last_fix_at, t.last_position_id))
+             ORDER BY fix_time, id;
+    END IF;
     LOOP
+        FETCH points INTO p;
+        EXIT WHEN NOT FOUND;
         IF t.anchor_location IS NULL THEN
             t.anchor_location := p.location;
             t.first_fix_at := p.fix_time;
@@ -130,6 +154,7 @@ BEGIN
         t.min_lon := least(t.min_lon, p.lon);
         t.max_lon := greatest(t.max_lon, p.lon);
     END LOOP;
+    CLOSE points;
 
     UPDATE trips SET
         point_count = t.point_count, distance_metres = t.distance_metres, first_fix_at = t.first_fix_at,
@@ -258,17 +283,32 @@ CREATE OR REPLACE FUNCTION pgtrack_positions_after_insert_trips() RETURNS trigge
 LANGUAGE plpgsql AS $$
 DECLARE
     trip record;
+    -- Tenants whose fixes may have been judged (flagged or dropped) by the filters (SQL/035):
+    -- their points are read back from positions, where the verdict is; new_rows predates it.
+    judged text[];
 BEGIN
+    judged := ARRAY(SELECT t.id FROM tenants t
+                     WHERE t.id IN (SELECT DISTINCT tenant_id FROM new_rows WHERE booking_id IS NOT NULL)
+                       AND (pgtrack_filters_enabled(t)
+                            OR EXISTS (SELECT 1 FROM new_rows r WHERE r.tenant_id = t.id AND r.filter_reason IS NOT NULL)));
     FOR trip IN
         SELECT t.tenant_id, t.booking_id, t.status,
-               t.last_fix_at IS NOT NULL AND bool_or((n.fix_time, n.id) <= (t.last_fix_at, t.last_position_id)) AS late
+               t.last_fix_at IS NOT NULL AND bool_or((n.fix_time, n.id) <= (t.last_fix_at, t.last_position_id)) AS late,
+               min(n.fix_time) AS earliest, max(n.fix_time) AS newest,
+               CASE WHEN t.tenant_id <> ALL (judged) THEN array_agg(ROW(n.*)::positions) END AS points
           FROM new_rows n
           JOIN trips t ON t.tenant_id = n.tenant_id AND t.booking_id = n.booking_id AND t.device_id = n.device_id
          WHERE n.booking_id IS NOT NULL
          GROUP BY t.tenant_id, t.booking_id, t.status, t.last_fix_at, t.last_position_id
          ORDER BY t.tenant_id, t.booking_id
     LOOP
-        PERFORM pgtrack_trip_advance(trip.tenant_id, trip.booking_id, trip.late);
+        -- In time order, every point the trip has not absorbed is one of these rows (earlier ones
+        -- were absorbed when they were inserted, or by pgtrack_trip_accept); a late one rebuilds.
+        IF trip.late THEN
+            PERFORM pgtrack_trip_advance(trip.tenant_id, trip.booking_id, true);
+        ELSE
+            PERFORM pgtrack_trip_advance(trip.tenant_id, trip.booking_id, false, trip.earliest, trip.newest, trip.points);
+        END IF;
         IF trip.status = 'accepted' THEN
             UPDATE trips SET status = 'in_progress', started_at = now()
              WHERE tenant_id = trip.tenant_id AND booking_id = trip.booking_id;
