@@ -3,78 +3,96 @@ import Synchronization
 import TrackingCore
 import TrackingStore
 
-/// Group commit for `POST /api/v1/locations`. A tenant's writes are serialised by the database
-/// anyway (the positions trigger holds the tenant's change-log head until commit, so seqs
-/// commit in order); the POSTs of a tenant that arrive while its previous insert is in flight
-/// are written together in one statement and one commit when it returns. Under load a
-/// tenant's fixes cost one round trip, one commit (one WAL flush) and one NOTIFY per group
-/// instead of one each, and requests stop holding pool connections while they wait on the
-/// head lock. An idle tenant's POST goes straight through, alone. Each request is answered
-/// only after the commit that stored it; if a group fails, each request of it is retried alone
-/// so that only a bad request fails.
+/// Group commit for `POST /api/v1/locations`, across tenants. At most `writers` inserts are in
+/// flight; the POSTs that arrive meanwhile, of any tenant, are written together in one
+/// statement and one commit when a writer is free. PostgreSQL serialises the commits of every
+/// transaction that NOTIFYs (a database-wide lock held through the commit's WAL flush), so more
+/// concurrent inserts would only queue there, each paying its own statement, trigger run,
+/// flush and NOTIFY; a group pays them once, and the positions trigger works on it set-based
+/// (SQL/030). Two writers let one statement run while the other's commit is flushed. An idle
+/// server's POST goes straight through, alone. Each request is answered only after the commit
+/// that stored it; if a group fails, each request of it is retried alone so that only a bad
+/// request fails.
 final class IngestCoalescer: Sendable {
     struct Pending: Sendable {
-        let device: UUID
-        let positions: [ValidatedPosition]
+        let group: PositionGroup
         let continuation: CheckedContinuation<IngestOutcome, any Error>
     }
 
-    private let queues = Mutex<[TenantID: [Pending]]>([:])
+    private struct State {
+        var queue: [Pending] = []
+        var writing = 0
+        var stats = Stats()
+    }
+
+    /// What the coalescer has written so far.
+    struct Stats: Sendable, Equatable {
+        /// Statements (groups) written.
+        var groups = 0
+        /// The most tenants one group held.
+        var widestGroup = 0
+    }
+
+    var stats: Stats { state.withLock { $0.stats } }
+
+    private let state = Mutex(State())
     let repository: TrackingRepository
     /// Rows per statement (a single larger request still goes alone).
     let maxRows: Int
+    /// Inserts in flight at once.
+    let writers: Int
 
-    init(repository: TrackingRepository, maxRows: Int = PositionValidator.maxBatchSize) {
+    init(repository: TrackingRepository, maxRows: Int = PositionValidator.maxBatchSize, writers: Int = 2) {
         self.repository = repository
         self.maxRows = maxRows
+        self.writers = writers
     }
 
     func insert(_ positions: [ValidatedPosition], device: DeviceIdentity) async throws -> IngestOutcome {
         try await withCheckedThrowingContinuation { continuation in
-            let pending = Pending(device: device.id, positions: positions, continuation: continuation)
-            // A tenant present in `queues` has a writer running; it takes what is queued next.
-            let startWriter = queues.withLock { queues -> Bool in
-                if queues[device.tenant] != nil {
-                    queues[device.tenant]!.append(pending)
-                    return false
-                }
-                queues[device.tenant] = []
+            let pending = Pending(group: PositionGroup(tenant: device.tenant, device: device.id, positions: positions),
+                                  continuation: continuation)
+            let startWriter = state.withLock { state -> Bool in
+                state.queue.append(pending)
+                guard state.writing < writers else { return false }  // a running writer takes it next
+                state.writing += 1
                 return true
             }
             if startWriter {
-                let tenant = device.tenant
-                Task { await self.write(first: [pending], tenant: tenant) }
+                Task { await self.write() }
             }
         }
     }
 
-    /// Writes `first`, then whatever queued meanwhile, until the tenant's queue is empty.
-    private func write(first: [Pending], tenant: TenantID) async {
-        var group = first
-        while !group.isEmpty {
-            await store(group, tenant: tenant)
-            group = queues.withLock { queues -> [Pending] in
-                let queued = queues[tenant] ?? []
-                guard !queued.isEmpty else {
-                    queues[tenant] = nil  // the writer ends; the next POST starts one
+    /// Writes what is queued, a group at a time, until the queue is empty.
+    private func write() async {
+        while true {
+            let group = state.withLock { state -> [Pending] in
+                guard !state.queue.isEmpty else {
+                    state.writing -= 1  // the writer ends; the next POST starts one
                     return []
                 }
                 var rows = 0
                 var count = 0
-                for pending in queued {
-                    if count > 0 && rows + pending.positions.count > maxRows { break }
-                    rows += pending.positions.count
+                for pending in state.queue {
+                    if count > 0 && rows + pending.group.positions.count > maxRows { break }
+                    rows += pending.group.positions.count
                     count += 1
                 }
-                queues[tenant] = Array(queued.dropFirst(count))
-                return Array(queued.prefix(count))
+                let taken = Array(state.queue.prefix(count))
+                state.queue.removeFirst(count)
+                state.stats.groups += 1
+                state.stats.widestGroup = max(state.stats.widestGroup, Set(taken.map(\.group.tenant)).count)
+                return taken
             }
+            guard !group.isEmpty else { return }
+            await store(group)
         }
     }
 
-    private func store(_ group: [Pending], tenant: TenantID) async {
+    private func store(_ group: [Pending]) async {
         do {
-            let outcomes = try await repository.insertPositionGroups(group.map { ($0.device, $0.positions) }, tenant: tenant)
+            let outcomes = try await repository.insertPositionGroups(group.map(\.group))
             for (pending, outcome) in zip(group, outcomes) { pending.continuation.resume(returning: outcome) }
         } catch {
             guard group.count > 1 else {
@@ -84,8 +102,7 @@ final class IngestCoalescer: Sendable {
             // The failed statement wrote nothing: find the request that failed it.
             for pending in group {
                 do {
-                    pending.continuation.resume(returning: try await repository.insertPositionGroups(
-                        [(pending.device, pending.positions)], tenant: tenant)[0])
+                    pending.continuation.resume(returning: try await repository.insertPositionGroups([pending.group])[0])
                 } catch {
                     pending.continuation.resume(throwing: error)
                 }

@@ -50,6 +50,19 @@ public struct LogBounds: Sendable, Equatable {
 ///
 /// Inside a transaction every result is read to its end before the next statement: a row stream
 /// left half-read would hold the connection that the next statement (or COMMIT) needs.
+/// The fixes one request posts for one device (a unit of the ingest group commit).
+public struct PositionGroup: Sendable {
+    public let tenant: TenantID
+    public let device: UUID
+    public let positions: [ValidatedPosition]
+
+    public init(tenant: TenantID, device: UUID, positions: [ValidatedPosition]) {
+        self.tenant = tenant
+        self.device = device
+        self.positions = positions
+    }
+}
+
 public struct TrackingRepository: Sendable {
     public let client: PostgresClient
     let logger: Logger
@@ -116,14 +129,14 @@ public struct TrackingRepository: Sendable {
     /// The trigger judges the fixes by the tenant's filters, logs, upserts latest_positions and
     /// notifies. Returns how many were accepted and filtered.
     public func insertPositions(_ positions: [ValidatedPosition], device: DeviceIdentity) async throws -> IngestOutcome {
-        try await insertPositionGroups([(device.id, positions)], tenant: device.tenant)[0]
+        try await insertPositionGroups([PositionGroup(tenant: device.tenant, device: device.id, positions: positions)])[0]
     }
 
     /// The insert itself, in the caller's transaction; database refusals become 4xx errors.
     @discardableResult
     func insertPositions(_ positions: [ValidatedPosition], device: UUID, tenant: TenantID,
                          on connection: PostgresConnection) async throws -> IngestOutcome {
-        let json = try Self.rowsJSON([(device, positions)])
+        let json = try Self.rowsJSON([(device, positions, nil)])
         var ids: [Int64] = []
         var filtering = false
         try await Self.mappingInsertErrors(device: device) {
@@ -151,31 +164,31 @@ public struct TrackingRepository: Sendable {
         return try await judged(ids, device: device, tenant: tenant, between: positions.map(\.fixTime), on: connection)
     }
 
-    /// The positions of several devices of one tenant in one statement and one implicit
-    /// transaction (pgtrack_ingest_positions, which restricts it to the tenant): one round trip
-    /// and one commit for all of them. All or nothing. Returns each group's outcome, in order;
-    /// only when the tenant filters fixes does it read back how they were judged. `device`
-    /// names the device reported when the database refuses a device (deleted meanwhile).
-    public func insertPositionGroups(_ groups: [(device: UUID, positions: [ValidatedPosition])],
-                                     tenant: TenantID) async throws -> [IngestOutcome] {
+    /// The positions of several devices, of any tenants, in one statement and one implicit
+    /// transaction (pgtrack_ingest_positions): one round trip and one commit for all of them.
+    /// All or nothing. Returns each group's outcome, in order; only for tenants that filter
+    /// fixes does it read back how they were judged. With one group, a device the database
+    /// refuses (deleted meanwhile) is named in the error.
+    public func insertPositionGroups(_ groups: [PositionGroup]) async throws -> [IngestOutcome] {
         guard rowLevelSecurity else {
             return try await client.withConnection { connection in
                 var outcomes: [IngestOutcome] = []
                 for group in groups {
-                    outcomes.append(try await insertPositions(group.positions, device: group.device, tenant: tenant, on: connection))
+                    outcomes.append(try await insertPositions(group.positions, device: group.device, tenant: group.tenant, on: connection))
                 }
                 return outcomes
             }
         }
-        let json = try Self.rowsJSON(groups)
+        let json = try Self.rowsJSON(groups.map { ($0.device, $0.positions, $0.tenant) })
         let (ids, filtering) = try await Self.mappingInsertErrors(device: groups.count == 1 ? groups[0].device : nil) {
-            let rows = try await client.query("SELECT ids, filtering FROM pgtrack_ingest_positions(\(tenant.rawValue), \(json)::jsonb)",
+            let rows = try await client.query("SELECT ids, filtering FROM pgtrack_ingest_positions(\(json)::jsonb)",
                                               logger: logger)
-            var result: ([Int64], Bool) = ([], false)
-            for try await (ids, filtering) in rows.decode(([Int64], Bool).self) { result = (ids, filtering) }
+            var result: ([Int64], [String]) = ([], [])
+            for try await (ids, filtering) in rows.decode(([Int64], [String]).self) { result = (ids, filtering) }
             return result
         }
-        guard filtering else { return groups.map { IngestOutcome(accepted: $0.positions.count, filtered: 0, dropped: 0) } }
+        guard !filtering.isEmpty else { return groups.map { IngestOutcome(accepted: $0.positions.count, filtered: 0, dropped: 0) } }
+        let judging = Set(filtering)
         // The ids come in input order: each group's are the next `positions.count` of them.
         return try await client.withConnection { connection in
             var outcomes: [IngestOutcome] = []
@@ -183,7 +196,11 @@ public struct TrackingRepository: Sendable {
             for group in groups {
                 let own = Array(ids[offset..<min(offset + group.positions.count, ids.count)])
                 offset += group.positions.count
-                outcomes.append(try await judged(own, device: group.device, tenant: tenant,
+                guard judging.contains(group.tenant.rawValue) else {
+                    outcomes.append(IngestOutcome(accepted: own.count, filtered: 0, dropped: 0))
+                    continue
+                }
+                outcomes.append(try await judged(own, device: group.device, tenant: group.tenant,
                                                  between: group.positions.map(\.fixTime), on: connection))
             }
             return outcomes
@@ -207,7 +224,7 @@ public struct TrackingRepository: Sendable {
     }
 
     /// The rows as the JSON array the inserts read with jsonb_to_recordset.
-    static func rowsJSON(_ groups: [(device: UUID, positions: [ValidatedPosition])]) throws -> String {
+    static func rowsJSON(_ groups: [(device: UUID, positions: [ValidatedPosition], tenant: TenantID?)]) throws -> String {
         var rows: [[String: JSONValue]] = []
         rows.reserveCapacity(groups.reduce(0) { $0 + $1.positions.count })
         for group in groups {
@@ -225,6 +242,7 @@ public struct TrackingRepository: Sendable {
                 if let value = position.accuracy { row["accuracy"] = .number(value) }
                 if let value = position.battery { row["battery"] = .number(value) }
                 if let value = position.bookingID { row["booking_id"] = .string(value.rawValue) }
+                if let tenant = group.tenant { row["tenant"] = .string(tenant.rawValue) }
                 rows.append(row)
             }
         }

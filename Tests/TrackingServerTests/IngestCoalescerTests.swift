@@ -5,9 +5,9 @@ import TrackingCore
 import TrackingStore
 import TrackingTestSupport
 
-/// POSTs of one tenant that arrive together are stored in one statement: every request is
-/// answered after its commit, every fix reaches the stream exactly once in seq order, and a
-/// request the database refuses fails alone.
+/// POSTs that arrive together, of one tenant or several, are stored in one statement: every
+/// request is answered after its commit, every fix reaches its tenant's stream exactly once in
+/// seq order, and a request the database refuses fails alone.
 @Suite("ingest group commit", .timeLimit(.minutes(3)))
 struct IngestCoalescerTests {
     @Test("40 concurrent POSTs of 4 devices: all accepted, 40 events with contiguous seqs, each fix once")
@@ -68,6 +68,61 @@ struct IngestCoalescerTests {
                 try await Fixes.count("SELECT count(*) FROM positions", on: connection)
             }
             #expect(stored == 24 + (mode == "drop" ? 0 : 12), "24 good fixes and 12 zero fixes")
+        }
+    }
+
+    @Test("POSTs of three tenants in one group: each tenant's fixes get its own contiguous seqs and reach only its stream; filters judge only their tenant")
+    func groupsAcrossTenants() async throws {
+        try await LiveNode.run { live in
+            let tenants = ["acme", "globex", "initech"]
+            var devices: [DeviceIdentity] = []
+            var streams: [SSEStream] = []
+            for id in tenants {
+                let setup = try await TestTenant.create(live.repository, id: id)
+                devices.append(setup.device)
+                let stream = try await live.stream("/api/v1/stream", apiKey: setup.apiKey)
+                _ = try await stream.opening()
+                streams.append(stream)
+            }
+            // Only globex drops fixes at (0,0).
+            _ = try await TestDatabase.withConnection(live.databaseURL) { connection in
+                try await connection.query("UPDATE tenants SET filter_zero = true, filter_mode = 'drop' WHERE id = 'globex'",
+                                           logger: TestCluster.logger)
+            }
+            // One writer, so the requests queue behind the first and go out together.
+            let coalescer = IngestCoalescer(repository: live.repository, writers: 1)
+            let posting = devices
+            let outcomes = try await withThrowingTaskGroup(of: (Int, IngestOutcome).self) { group in
+                for n in 0..<30 {
+                    let tenant = n % 3
+                    // Every request sends its fix number as the longitude, and globex's odd ones a (0,0) fix too.
+                    var fixes = [ValidatedPosition(latitude: 52.5, longitude: Double(n) / 100, fixTime: Date())]
+                    if tenant == 1 && n % 2 == 1 { fixes.append(ValidatedPosition(latitude: 0, longitude: 0, fixTime: Date())) }
+                    group.addTask { (n, try await coalescer.insert(fixes, device: posting[tenant])) }
+                }
+                return try await group.reduce(into: [Int: IngestOutcome]()) { $0[$1.0] = $1.1 }
+            }
+            #expect(coalescer.stats.widestGroup > 1, "some group held more than one tenant: \(coalescer.stats)")
+            #expect(coalescer.stats.groups < 30, "requests were grouped: \(coalescer.stats)")
+            for (n, outcome) in outcomes {
+                let zero = n % 3 == 1 && n % 2 == 1
+                // (Drop mode reports dropped fixes by count only.)
+                #expect(outcome == IngestOutcome(accepted: 1, filtered: zero ? 1 : 0, dropped: zero ? 1 : 0), "request \(n)")
+            }
+            for (index, stream) in streams.enumerated() {
+                var seqs: [Int64] = []
+                var longitudes = Set<Int>()
+                for _ in 0..<10 {
+                    let event = try await stream.next("a fix of \(tenants[index])")
+                    #expect(event.event == "location_update")
+                    seqs.append(try #require(event.seq))
+                    let object = try event.object()
+                    #expect(object["device_id"] as? String == devices[index].id.uuidString.lowercased())
+                    longitudes.insert(Int(((try #require(object["longitude"] as? Double)) * 100).rounded()))
+                }
+                #expect(seqs == Array(1...10), "\(tenants[index]): its own seqs, contiguous")
+                #expect(longitudes == Set(stride(from: index, to: 30, by: 3)), "\(tenants[index]): exactly its requests' fixes")
+            }
         }
     }
 
