@@ -13,7 +13,11 @@ DROP FUNCTION IF EXISTS pgtrack_ingest_positions(text, jsonb);
 DROP FUNCTION IF EXISTS pgtrack_ingest_positions(jsonb);
 CREATE FUNCTION pgtrack_ingest_positions(p_rows jsonb)
 RETURNS TABLE (ids bigint[], filtering text[])
-LANGUAGE sql AS $$
+-- plpgsql, not sql: plpgsql keeps the statement's plan for the session; a SQL function is
+-- planned again on every call.
+LANGUAGE plpgsql AS $$
+BEGIN
+    RETURN QUERY
     WITH inserted AS (
         INSERT INTO positions (tenant_id, device_id, booking_id, fix_time, location,
                                speed, heading, altitude, accuracy, battery, attributes)
@@ -30,5 +34,6 @@ LANGUAGE sql AS $$
     )
     SELECT coalesce((SELECT array_agg(i.id ORDER BY i.id) FROM inserted i), '{}'),
            ARRAY(SELECT t.id FROM tenants t
-                  WHERE t.id IN (SELECT DISTINCT i.tenant_id FROM inserted i) AND pgtrack_filters_enabled(t))
+                  WHERE t.id IN (SELECT DISTINCT i.tenant_id FROM inserted i) AND pgtrack_filters_enabled(t));
+END
 $$;
