@@ -74,12 +74,14 @@ $$;
 -- positions, read through the partitions holding p_from..p_to when the caller knows the range.
 -- Reading positions back was most of a booked fix's insert cost: planning and opening all 38 day
 -- partitions (the default retention) for every call.
+-- Returns the trip's point count afterwards (0: it has no point yet).
 DROP FUNCTION IF EXISTS pgtrack_trip_advance(text, text, boolean);
 DROP FUNCTION IF EXISTS pgtrack_trip_advance(text, text, boolean, timestamptz, timestamptz);
+DROP FUNCTION IF EXISTS pgtrack_trip_advance(text, text, boolean, timestamptz, timestamptz, positions[]);
 CREATE OR REPLACE FUNCTION pgtrack_trip_advance(p_tenant text, p_booking text, p_rebuild boolean,
                                                 p_from timestamptz DEFAULT '-infinity',
                                                 p_to timestamptz DEFAULT 'infinity',
-                                                p_rows positions[] DEFAULT NULL) RETURNS void
+                                                p_rows positions[] DEFAULT NULL) RETURNS integer
 LANGUAGE plpgsql AS $$
 DECLARE
     t trips%ROWTYPE;
@@ -89,7 +91,7 @@ DECLARE
 BEGIN
     SELECT * INTO t FROM trips WHERE tenant_id = p_tenant AND booking_id = p_booking FOR UPDATE;
     IF NOT FOUND THEN
-        RETURN;
+        RETURN 0;
     END IF;
     IF p_rebuild THEN
         t.point_count := 0; t.distance_metres := 0; t.first_fix_at := NULL; t.last_fix_at := NULL;
@@ -164,6 +166,7 @@ BEGIN
         anchor_location = t.anchor_location, spell_location = t.spell_location, spell_since = t.spell_since,
         stops = t.stops
      WHERE tenant_id = p_tenant AND booking_id = p_booking;
+    RETURN t.point_count;
 END
 $$;
 
@@ -277,12 +280,13 @@ CREATE TRIGGER positions_attach_trip BEFORE INSERT ON positions
 
 -- After the positions are logged (the trigger named positions_after_insert fires first: AFTER
 -- triggers run in name order), advance each trip they belong to, ended ones included; the
--- first point of an accepted trip starts it. A point older than the last one absorbed rebuilds
--- the trip.
+-- first point of an accepted trip starts it (a fix the filters rejected is no point). A point
+-- older than the last one absorbed rebuilds the trip.
 CREATE OR REPLACE FUNCTION pgtrack_positions_after_insert_trips() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
-    trip record;
+    trip   record;
+    points integer;
     -- Tenants whose fixes may have been judged (flagged or dropped) by the filters (SQL/035):
     -- their points are read back from positions, where the verdict is; new_rows predates it.
     judged text[];
@@ -305,11 +309,12 @@ BEGIN
         -- In time order, every point the trip has not absorbed is one of these rows (earlier ones
         -- were absorbed when they were inserted, or by pgtrack_trip_accept); a late one rebuilds.
         IF trip.late THEN
-            PERFORM pgtrack_trip_advance(trip.tenant_id, trip.booking_id, true);
+            points := pgtrack_trip_advance(trip.tenant_id, trip.booking_id, true);
         ELSE
-            PERFORM pgtrack_trip_advance(trip.tenant_id, trip.booking_id, false, trip.earliest, trip.newest, trip.points);
+            points := pgtrack_trip_advance(trip.tenant_id, trip.booking_id, false, trip.earliest, trip.newest, trip.points);
         END IF;
-        IF trip.status = 'accepted' THEN
+        -- Only a point starts the trip: fixes the filters rejected are none (SQL/035).
+        IF trip.status = 'accepted' AND points > 0 THEN
             UPDATE trips SET status = 'in_progress', started_at = now()
              WHERE tenant_id = trip.tenant_id AND booking_id = trip.booking_id;
             PERFORM pgtrack_trip_log_status(trip.tenant_id, trip.booking_id, 'accepted');

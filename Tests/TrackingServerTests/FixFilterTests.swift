@@ -256,6 +256,28 @@ extension FixFilterTests {
 }
 
 extension FixFilterTests {
+    @Test("a filtered fix does not start an accepted trip (it is no point); the first accepted one does", arguments: ["flag", "drop"])
+    func filteredFixDoesNotStartTrip(mode: String) async throws {
+        try await LiveNode.run { live in
+            let setup = try await TestTenant.create(live.repository)
+            let admin = try await live.user(.admin, in: setup.tenant)
+            try await Self.settings(live, admin, #"{"mode":"\#(mode)","zero":true}"#)
+            let accept = try await live.post("/api/v1/bookings/b-1/accept", apiKey: setup.apiKey, json: "{}")
+            #expect(accept.status == 201, "\(accept.body)")
+            let zero = #"{"latitude":0,"longitude":0,"timestamp":"\#(Self.time(20).iso8601)","booking_id":"b-1"}"#
+            let filtered = try await live.post("/api/v1/locations", apiKey: setup.apiKey, json: zero)
+            #expect(try filtered.object()["filtered"] as? Int == 1, "\(filtered.body)")
+            let waiting = try await live.get("/api/v1/tracking/b-1", apiKey: setup.apiKey).object()
+            #expect(waiting["status"] as? String == "accepted", "\(waiting)")
+            #expect(waiting["point_count"] as? Int == 0)
+            let good = try await live.post("/api/v1/locations", apiKey: setup.apiKey, json: Self.fix(10, extra: #","booking_id":"b-1""#))
+            #expect(try good.object()["accepted"] as? Int == 1, "\(good.body)")
+            let started = try await live.get("/api/v1/tracking/b-1", apiKey: setup.apiKey).object()
+            #expect(started["status"] as? String == "in_progress", "\(started)")
+            #expect(started["point_count"] as? Int == 1)
+        }
+    }
+
     @Test("skip limit: a parked device's jitter is filtered, but after the limit one fix is accepted so the marker stays fresh")
     func skipLimit() async throws {
         try await LiveNode.run { live in
