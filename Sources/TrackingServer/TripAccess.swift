@@ -67,6 +67,23 @@ struct TripAccess: Sendable {
         }
     }
 
+    /// Whether the caller may see `booking`'s trip (false when there is none).
+    func sees(_ booking: BookingID, for principal: Principal) async throws -> Bool {
+        guard let trip = try await repository.trip(booking, tenant: principal.tenant) else { return false }
+        return authenticator.visibility(of: principal).allows(trip.audience)
+    }
+
+    /// An accept as the HTTP answer. One that lost to a device the caller may not see says only
+    /// that the booking is taken: not the trip's status, which would describe a trip the caller
+    /// is not allowed to read.
+    func checkAccept(_ outcome: TripOutcome, booking: BookingID, for principal: Principal, index: Int? = nil) async throws {
+        if outcome.kind == .conflict, try await !sees(booking, for: principal) {
+            let at = index.map { " (event \($0))" } ?? ""
+            throw APIError.conflict("Booking \(booking) is taken by another device\(at); accept another booking.", index: index)
+        }
+        try Self.check(outcome, booking: booking, action: .accept, index: index)
+    }
+
     enum Action { case accept, complete, cancel }
 
     /// A lifecycle outcome as the HTTP answer: nothing for success, else 404 or 409 with the

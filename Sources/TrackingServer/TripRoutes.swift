@@ -41,7 +41,7 @@ struct TripRoutes {
         let body = try await request.decodeOptionalJSON(AcceptBody.self)
         let device = try await access.actingDevice(principal, requested: body?.deviceID)
         let outcome = try await repository.acceptTrip(booking, device: device, tenant: principal.tenant)
-        try TripAccess.check(outcome, booking: booking, action: .accept)
+        try await access.checkAccept(outcome, booking: booking, for: principal)
         return jsonResponse(outcome.json ?? "{}", status: outcome.kind == .created ? .created : .ok)
     }
 
@@ -85,12 +85,13 @@ struct TripRoutes {
         do {
             outcomes = try await repository.apply(commands, tenant: principal.tenant)
         } catch let failed as TripCommandFailed {
-            let action: TripAccess.Action = switch commands[failed.index] {
-            case .accept: .accept
-            case .finish(_, .completed): .complete
-            default: .cancel
+            let booking = bookings[failed.index]!
+            let index = isArray ? failed.index : nil
+            switch commands[failed.index] {
+            case .accept: try await access.checkAccept(failed.outcome, booking: booking, for: principal, index: index)
+            case .finish(_, .completed): try TripAccess.check(failed.outcome, booking: booking, action: .complete, index: index)
+            default: try TripAccess.check(failed.outcome, booking: booking, action: .cancel, index: index)
             }
-            try TripAccess.check(failed.outcome, booking: bookings[failed.index]!, action: action, index: isArray ? failed.index : nil)
             throw failed
         }
         let results = outcomes.map { outcome in

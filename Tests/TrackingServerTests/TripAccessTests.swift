@@ -184,4 +184,28 @@ struct TripAccessTests {
             #expect(completed.status == 200, "van5 completes its own trip: \(completed.body)")
         }
     }
+
+    @Test("accepting a booking that runs on a device the caller may not see: 409 'taken', without the trip's status; a caller who sees it gets current_status")
+    func acceptLostToUnseenDevice() async throws {
+        try await LiveNode.run { live in
+            let setup = try await TestTenant.create(live.repository)  // van-1, group "default"
+            let bike = try await live.repository.createDevice(tenant: setup.tenant, name: "bike-1", group: "bikes", grade: 0)
+            let van = try await live.repository.createDevice(tenant: setup.tenant, name: "van-2", group: "default", grade: 0)
+            #expect(try await TripAPI.accept(live, "b-1", apiKey: setup.apiKey).status == 201)
+            for (name, reply) in [
+                ("accept", try await TripAPI.accept(live, "b-1", apiKey: bike.apiKey)),
+                ("event", try await TripAPI.events(live, #"{"event_type":"booking.accepted","booking_id":"b-1"}"#, apiKey: bike.apiKey)),
+            ] {
+                #expect(reply.status == 409, "\(name): \(reply.body)")
+                let error = try reply.error()
+                #expect(error["current_status"] == nil, "\(name): \(reply.body)")
+                #expect(!reply.body.contains("accepted") && !reply.body.contains("trip of booking"), "\(name): \(reply.body)")
+                #expect((error["message"] as? String)?.contains("taken") == true, "\(name): \(reply.body)")
+            }
+            let seen = try await TripAPI.accept(live, "b-1", apiKey: van.apiKey)
+            #expect(seen.status == 409)
+            #expect(try seen.error()["current_status"] as? String == "accepted", "\(seen.body)")
+        }
+    }
+
 }
