@@ -54,6 +54,7 @@ public func buildApplication(
     HealthRoutes(repository: repository, listener: listener, hub: hub).register(on: router)
     SyncRoutes(repository: repository, authenticator: authenticator).register(on: router)
     FleetRoutes(repository: repository, authenticator: authenticator).register(on: router)
+    FleetSettingsRoutes(repository: repository, authenticator: authenticator).register(on: router)
     IngestRoutes(repository: repository, authenticator: authenticator, validator: configuration.positionValidator)
         .register(on: router)
 
