@@ -27,12 +27,8 @@ struct FleetSettingsRoutes {
     }
 
     @Sendable func settings(request: Request, context: AppRequestContext) async throws -> Response {
-        let principal = try await authenticator.authenticate(request)
-        _ = try principal.requireUser(Set(Role.allCases), to: "read fleet settings")
-        guard let settings = try await repository.fleetSettings(tenant: principal.tenant) else {
-            throw APIError.notFound("No tenant \(principal.tenant).")
-        }
-        return try encodedResponse(settings)
+        try await authenticator.readSettings(request, roles: Set(Role.allCases), what: "fleet settings",
+                                             load: repository.fleetSettings(tenant:))
     }
 
     /// Replaces the settings; the next fix uses them. The ranges are the table's CHECKs.

@@ -85,12 +85,8 @@ struct IngestRoutes {
     // MARK: Filter settings
 
     @Sendable func filterSettings(request: Request, context: AppRequestContext) async throws -> Response {
-        let principal = try await authenticator.authenticate(request)
-        _ = try principal.requireUser([.admin, .dispatcher], to: "read filter settings")
-        guard let settings = try await repository.filterSettings(tenant: principal.tenant) else {
-            throw APIError.notFound("No tenant \(principal.tenant).")
-        }
-        return try encodedResponse(settings)
+        try await authenticator.readSettings(request, roles: [.admin, .dispatcher], what: "filter settings",
+                                             load: repository.filterSettings(tenant:))
     }
 
     /// Replaces the settings; a field left out keeps its value, null turns a threshold off.

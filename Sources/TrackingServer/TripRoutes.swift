@@ -101,12 +101,8 @@ struct TripRoutes {
     }
 
     @Sendable func settings(request: Request, context: AppRequestContext) async throws -> Response {
-        let principal = try await authenticator.authenticate(request)
-        _ = try principal.requireUser(Set(Role.allCases), to: "read trip settings")
-        guard let settings = try await repository.tripSettings(tenant: principal.tenant) else {
-            throw APIError.notFound("No tenant \(principal.tenant).")
-        }
-        return try encodedResponse(settings)
+        try await authenticator.readSettings(request, roles: Set(Role.allCases), what: "trip settings",
+                                             load: repository.tripSettings(tenant:))
     }
 
     /// Replaces the settings new trips copy; trips already accepted keep theirs.
