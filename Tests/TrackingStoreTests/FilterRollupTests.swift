@@ -51,7 +51,15 @@ extension FilterRollupTests {
             VALUES (\(tenant.rawValue), \(device), \(time), ST_MakePoint(13.4, 52.5)::geography)
             """
         let first = try await TestCluster.connect(url, applicationName: "pgtrack-test-first")
-        let second = try await TestCluster.connect(url, applicationName: "pgtrack-test-second")
+        // A connection dropped unclosed is an assertion that kills the whole test process: if
+        // the second connect fails (a timeout on a loaded machine), close the first.
+        let second: PostgresConnection
+        do {
+            second = try await TestCluster.connect(url, applicationName: "pgtrack-test-second")
+        } catch {
+            try? await first.close()
+            throw error
+        }
         do {
             _ = try await first.query("BEGIN", logger: TestCluster.logger)
             _ = try await first.query(insert, logger: TestCluster.logger)
