@@ -209,7 +209,7 @@ struct WebSocketSession {
         guard state.rooms.count < settings.maxRooms else {
             throw RoomError(room: name, message: "a socket holds at most \(settings.maxRooms) rooms; leave one first")
         }
-        let (topic, narrowing) = try await resolve(name, viewer: state.viewer.filter)
+        let (topic, narrowing, opening) = try await resolve(name, viewer: state.viewer.filter)
         if state.subscriptions[topic] == nil {
             state.subscriptions[topic] = try await hub.subscribe(topics: [topic], into: mailbox)
         }
@@ -221,7 +221,13 @@ struct WebSocketSession {
             let start = since.map { StreamStart.decide(requested: $0, bounds: bounds) } ?? .snapshot
             try await send(#"{"type":"joined","room":"\#(name)"}"#, outbound)
             let feed = StreamFeed(topic: topic, repository: repository, snapshots: snapshots)
-            let opened = try await feed.open(start, filter: filter, liveSince: liveSince) { _, _, json in
+            // A snapshot may be narrowed differently from the events (a route room's is its
+            // driver's position); a replay is the room's own events.
+            var openingFilter = filter
+            if let opening {
+                if case .replay = start {} else { openingFilter = .both(state.viewer.filter, opening) }
+            }
+            let opened = try await feed.open(start, filter: openingFilter, liveSince: liveSince) { _, _, json in
                 try await send(RoomMessage.tagged(json, room: name), outbound)
             }
             room.progress = StreamProgress(filter: filter, openedAt: opened)
@@ -246,7 +252,10 @@ struct WebSocketSession {
 
     /// A room name as a topic the caller may join. Every refusal reads the same, so a room of
     /// another tenant cannot be told from one that does not exist.
-    private func resolve(_ name: String, viewer: StreamFilter) async throws -> (BusTopic, StreamFilter?) {
+    /// Returns the topic, how the room narrows it (nil: not at all), and how its opening
+    /// snapshot does when that differs (a route room's snapshot is its driver's position while
+    /// the route is in progress, as positions belong to devices, not routes).
+    private func resolve(_ name: String, viewer: StreamFilter) async throws -> (BusTopic, StreamFilter?, opening: StreamFilter?) {
         let tenant = admission.principal.tenant
         let refused = RoomError(room: name, message: "unknown room or not allowed; rooms are tenant:<id>, booking:<id>, device:<id>, driver:<id>, route:<id> and (admins) admin:<id>")
         guard let colon = name.firstIndex(of: ":") else { throw refused }
@@ -255,19 +264,19 @@ struct WebSocketSession {
         switch kind {
         case "tenant":
             guard id == tenant.rawValue else { throw refused }
-            return (.tenant(tenant), nil)
+            return (.tenant(tenant), nil, nil)
         case "booking":
             guard let booking = BookingID(id) else { throw refused }
-            return (.booking(tenant, booking), nil)
+            return (.booking(tenant, booking), nil, nil)
         case "admin":
             // Admin events (cdc_lag) are for the tenant's admins; the role is checked at join.
             guard id == tenant.rawValue, case .user(let user) = admission.principal, user.role == .admin else { throw refused }
-            return (.admin(tenant), nil)
+            return (.admin(tenant), nil, nil)
         case "device":
             guard let device = UUID(uuidString: id), id == id.lowercased(),
                   let record = try await repository.device(device, tenant: tenant), viewer.allows(record.audience)
             else { throw refused }
-            return (.tenant(tenant), .device(device))
+            return (.tenant(tenant), .device(device), nil)
         case "driver", "route":
             // Fleet rooms narrow the tenant stream (see SQL/100_fleet.sql): a driver's room is
             // their device's events (fixes and visit updates); a route's, the events logged with
@@ -276,11 +285,14 @@ struct WebSocketSession {
             let record = kind == "driver" ? try await repository.driver(fleetID, tenant: tenant)
                                           : try await repository.route(fleetID, tenant: tenant)
             guard let record, FleetRoutes.canSee(record.audience, user) else { throw refused }
-            if kind == "route" { return (.tenant(tenant), .route(fleetID)) }
+            if kind == "route" {
+                let driving = record.status == "in_progress" ? record.audience?.device : nil
+                return (.tenant(tenant), .route(fleetID), driving.map { .device($0) } ?? .nothing)
+            }
             guard let device = record.audience?.device else {
                 throw RoomError(room: name, message: "driver \(id) has no device, so no events")
             }
-            return (.tenant(tenant), .device(device))
+            return (.tenant(tenant), .device(device), nil)
         default:
             throw refused
         }
