@@ -115,6 +115,11 @@ struct RollupTests {
 
     @Test("only one node refreshes at a time: a second pass while the lock is held does nothing")
     func oneNodeAtATime() async throws {
+        // Failed once in a full fresh-clone run with an undescribed PSQLError; not reproduced alone.
+        try await revealingDatabaseErrors { try await oneNodeAtATimeBody() }
+    }
+
+    private func oneNodeAtATimeBody() async throws {
         let url = try await TestCluster.freshDatabase()
         try await TestCluster.withClient(url) { client in
             _ = try await TestTenant.create(TrackingRepository(client: client, logger: TestCluster.logger))
