@@ -215,8 +215,15 @@ BEGIN
             PERFORM pgtrack_fleet_log_visit(p_tenant, v.id, 'completed', 'geofence', false);
         END LOOP;
 
-        after_time := '-infinity';
-        after_id := 0;
+        -- A visit is arrived at after the visits before it: a late fix (older than the route's
+        -- last arrival, e.g. uploaded late from a phone's buffer) arrives nowhere.
+        SELECT vis.arrived_at, vis.arrived_position_id INTO after_time, after_id
+          FROM visits vis
+         WHERE vis.route_id = rt.id AND vis.arrived_at IS NOT NULL
+         ORDER BY vis.arrived_at DESC, vis.arrived_position_id DESC NULLS LAST
+         LIMIT 1;
+        after_time := coalesce(after_time, '-infinity');
+        after_id := coalesce(after_id, 0);
         LOOP
             SELECT vis.id, c.location, coalesce(c.geofence_radius_metres, cfg.radius) AS radius INTO v
               FROM visits vis
