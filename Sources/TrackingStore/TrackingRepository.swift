@@ -41,15 +41,6 @@ public struct LogBounds: Sendable, Equatable {
     public func canResume(after seq: Int64) -> Bool { seq >= prunedThrough && seq <= lastSeq }
 }
 
-/// Every query the service runs. Routes and services call these; no SQL lives elsewhere in Swift.
-///
-/// Tenant-owned data is read and written inside `withTenant`: a transaction that assumes the
-/// `pgtrack_tenant` role and sets the tenant, so row-level security hides every other tenant's
-/// rows even from a query that forgot its tenant filter. Only lookups that discover the tenant
-/// (an API key or a refresh token) and node-wide work (partitions, health) run without it.
-///
-/// Inside a transaction every result is read to its end before the next statement: a row stream
-/// left half-read would hold the connection that the next statement (or COMMIT) needs.
 /// The fixes one request posts for one device (a unit of the ingest group commit).
 public struct PositionGroup: Sendable {
     public let tenant: TenantID
@@ -63,6 +54,16 @@ public struct PositionGroup: Sendable {
     }
 }
 
+/// Every query the service runs. Routes and services call these; no SQL lives elsewhere in Swift.
+///
+/// Tenant-owned data is read and written inside `withTenant`: a transaction that assumes the
+/// `pgtrack_tenant` role and sets the tenant, so row-level security hides every other tenant's
+/// rows even from a query that forgot its tenant filter. Only lookups that discover the tenant
+/// (an API key or a refresh token), node-wide work (partitions, health) and the REST ingest's
+/// group commit (several tenants in one statement, SQL/036_ingest.sql) run without it.
+///
+/// Inside a transaction every result is read to its end before the next statement: a row stream
+/// left half-read would hold the connection that the next statement (or COMMIT) needs.
 public struct TrackingRepository: Sendable {
     public let client: PostgresClient
     let logger: Logger

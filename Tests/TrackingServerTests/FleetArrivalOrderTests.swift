@@ -15,10 +15,7 @@ struct FleetArrivalOrderTests {
             let staff = try await TenantStaff.create(live)
             let admin = staff.admin.accessToken
             try await FleetTests.syncCustomers(live, tenant: "acme", count: 2)
-            let driverID = try FleetTests.created(try await live.post("/api/v1/drivers", bearer: admin, json:
-                #"{"name":"Dee","device_id":"\#(staff.acme.device.id.uuidString.lowercased())"}"#), "driver")
-            let routeID = try FleetTests.created(try await live.post("/api/v1/routes", bearer: admin, json:
-                #"{"driver_id":"\#(driverID)","scheduled_date":"2026-11-23"}"#), "route")
+            let (_, routeID) = try await FleetTests.driverAndRoute(live, bearer: admin, device: staff.acme.device.id)
             var visits: [String] = []
             for i in 0..<2 {
                 visits.append(try FleetTests.created(try await live.post("/api/v1/visits", bearer: admin, json:

@@ -21,10 +21,7 @@ struct FleetRouteRoomTests {
                 let admin = staff.admin.accessToken
                 let device = staff.acme.device.id.uuidString.lowercased()
                 let (other, otherKey) = try await live.repository.createDevice(tenant: staff.acme.tenant, name: "van-2", group: "default", grade: 0)
-                let driverID = try FleetTests.created(try await live.post("/api/v1/drivers", bearer: admin, json:
-                    #"{"name":"Dee","device_id":"\#(device)"}"#), "driver")
-                let routeID = try FleetTests.created(try await live.post("/api/v1/routes", bearer: admin, json:
-                    #"{"driver_id":"\#(driverID)","scheduled_date":"2026-11-23"}"#), "route")
+                let (_, routeID) = try await FleetTests.driverAndRoute(live, bearer: admin, device: staff.acme.device.id)
                 let now = Date().iso8601
                 try await live.postPositions(#"{"latitude":52.5,"longitude":13.4,"timestamp":"\#(now)"}"#, apiKey: staff.acme.apiKey, expecting: 1)
                 try await live.postPositions(#"{"latitude":48.1,"longitude":11.6,"timestamp":"\#(now)"}"#, apiKey: otherKey, expecting: 1)

@@ -44,6 +44,15 @@ struct FleetTests {
         return id
     }
 
+    /// A driver for `device` and a planned route of theirs; returns both ids.
+    static func driverAndRoute(_ live: LiveNode, bearer: String, device: UUID) async throws -> (driver: String, route: String) {
+        let driver = try created(try await live.post("/api/v1/drivers", bearer: bearer, json:
+            #"{"name":"Dee","device_id":"\#(device.uuidString.lowercased())"}"#), "driver")
+        let route = try created(try await live.post("/api/v1/routes", bearer: bearer, json:
+            #"{"driver_id":"\#(driver)","scheduled_date":"2026-11-23"}"#), "route")
+        return (driver, route)
+    }
+
     /// One fix `offset` metres east of customer `customer` (negative: west), 7 m/s eastbound.
     static func fix(_ customer: Int, _ offset: Double, at time: Date, speed: Double = 7) -> TrackPoint {
         TrackPoint(time: time, latitude: latitude, longitude: longitude(customer, offsetMetres: offset), speed: speed, heading: 90)
@@ -190,10 +199,7 @@ struct FleetTests {
             let staff = try await TenantStaff.create(live)
             let dispatcher = staff.dispatcher.accessToken
             try await Self.syncCustomers(live, tenant: "acme", count: 1)
-            let driverID = try Self.created(try await live.post("/api/v1/drivers", bearer: dispatcher, json:
-                #"{"name":"Dee","device_id":"\#(staff.acme.device.id.uuidString.lowercased())"}"#), "driver")
-            let routeID = try Self.created(try await live.post("/api/v1/routes", bearer: dispatcher, json:
-                #"{"driver_id":"\#(driverID)","scheduled_date":"2026-11-23"}"#), "route")
+            let (driverID, routeID) = try await Self.driverAndRoute(live, bearer: dispatcher, device: staff.acme.device.id)
             let visitID = try Self.created(try await live.post("/api/v1/visits", bearer: dispatcher, json:
                 #"{"route_id":"\#(routeID)","customer_id":"c0","sequence":1}"#), "visit")
             let path = "/api/v1/visits/\(visitID)/status"
