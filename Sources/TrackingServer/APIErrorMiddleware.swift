@@ -8,19 +8,30 @@ struct APIErrorMiddleware<Context: RequestContext>: RouterMiddleware {
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         do {
             return try await next(request, context)
-        } catch let error as APIError {
-            return error.response
-        } catch let error as HTTPError {
+        } catch {
+            return APIError(answering: error, to: request, logger: context.logger).response
+        }
+    }
+}
+
+extension APIError {
+    /// The JSON error a client gets for `error`: an `APIError` as is, Hummingbird's HTTP errors
+    /// with our codes, anything else a 500 that leaks nothing (logged with detail).
+    init(answering error: any Error, to request: Request, logger: Logger) {
+        switch error {
+        case let error as APIError:
+            self = error
+        case let error as HTTPError:
             let code = error.status == .notFound ? "not_found" : error.status == .contentTooLarge ? "payload_too_large" : "http_error"
             let message = error.status == .notFound ? "No route for \(request.method) \(request.uri.path)." :
                 error.status == .contentTooLarge ? "The request body is larger than \(ServerConfiguration.maxBodyBytes) bytes." :
                 (error.body ?? error.status.reasonPhrase)
-            return APIError(status: error.status.code, code: code, message: message).response
-        } catch let error as any HTTPResponseError {
-            return APIError(status: error.status.code, code: "http_error", message: error.status.reasonPhrase).response
-        } catch {
-            context.logger.error("unhandled error: \(String(reflecting: error))")
-            return APIError(status: 500, code: "internal", message: "Internal error; the server log has details.").response
+            self.init(status: error.status.code, code: code, message: message)
+        case let error as any HTTPResponseError:
+            self.init(status: error.status.code, code: "http_error", message: error.status.reasonPhrase)
+        default:
+            logger.error("unhandled error: \(String(reflecting: error))")
+            self.init(status: 500, code: "internal", message: "Internal error; the server log has details.")
         }
     }
 }

@@ -1,4 +1,5 @@
 import Hummingbird
+import HummingbirdCore
 import HummingbirdWebSocket
 import Logging
 import PostgresNIO
@@ -50,7 +51,8 @@ public func buildApplication(
         .register(on: router)
     TrackingRoutes(repository: repository, authenticator: authenticator, access: tripAccess).register(on: router)
     SnapshotRoutes(authenticator: authenticator, snapshots: snapshots).register(on: router)
-    StreamRoutes(repository: repository, authenticator: authenticator, hub: hub, snapshots: snapshots).register(on: router)
+    let streams = StreamRoutes(repository: repository, authenticator: authenticator, hub: hub, snapshots: snapshots)
+    streams.register(on: router)
     HealthRoutes(repository: repository, listener: listener, hub: hub).register(on: router)
     SyncRoutes(repository: repository, authenticator: authenticator).register(on: router)
     FleetRoutes(repository: repository, authenticator: authenticator).register(on: router)
@@ -67,13 +69,22 @@ public func buildApplication(
     let upgradeRouter = Router(context: WebSocketRequestContextWithAdmission.self)
     sockets.register(upgrades: upgradeRouter)
 
+    let webSocketResponder = upgradeRouter.buildResponder()
+    let webSocketConfiguration = HTTP1WebSocketUpgradeChannel.Configuration(
+        ws: .init(maxFrameSize: socketSettings.maxFrameBytes,
+                  autoPing: .enabled(timePeriod: .seconds(configuration.webSocketPingSeconds))))
+    let serverName = "pgtrack"
     var app = Application(
         router: router,
-        server: .http1WebSocketUpgrade(
-            webSocketRouter: upgradeRouter,
-            configuration: .init(ws: .init(maxFrameSize: socketSettings.maxFrameBytes,
-                                           autoPing: .enabled(timePeriod: .seconds(configuration.webSocketPingSeconds))))),
-        configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "pgtrack"),
+        // A connection whose first request is an SSE stream is served on the event loop (see
+        // StreamFirstChannel); every other connection is Hummingbird's HTTP/1 with WebSocket upgrade.
+        server: HTTPServerBuilder { responder in
+            StreamFirstChannel(
+                inner: HTTP1WebSocketUpgradeChannel(responder: responder, webSocketResponder: webSocketResponder,
+                                                    configuration: webSocketConfiguration),
+                streams: EventLoopStreams(routes: streams, serverName: serverName))
+        },
+        configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: serverName),
         logger: logger)
     app.addServices(
         client, listener, hub,

@@ -50,6 +50,16 @@ public enum SessionSignal: Sendable {
     case client(String)
 }
 
+/// Takes a mailbox's signals as they are pushed, instead of a task reading `signals`: an SSE
+/// connection served on its event loop (`StreamConnection`), which holds no task while idle.
+/// Called on the pushing thread; the consumer hops to its own.
+public protocol MailboxConsumer: AnyObject, Sendable {
+    /// `signal` arrived in `mailbox`; the consumer calls `mailbox.took(_:)` once it has handled it.
+    func mailbox(_ mailbox: Mailbox, received signal: SessionSignal)
+    /// `mailbox` closed: cancelled, shut down, or overflowed (`mailbox.overflowed`). Called once.
+    func mailboxClosed(_ mailbox: Mailbox)
+}
+
 /// A subscriber's bounded inbox. When it is full the subscriber is too slow: the inbox closes
 /// and is marked overflowed, and the session resynchronises from a snapshot. Nothing upstream
 /// ever waits for a subscriber. The bound counts events (a batch counts each of its events) as
@@ -61,14 +71,18 @@ public final class Mailbox: Sendable {
     let continuation: AsyncStream<SessionSignal>.Continuation
     let transport: Transport
     let capacity: Int
+    /// When set, signals go to it and `signals` stays empty.
+    let consumer: (any MailboxConsumer)?
     private let overflowFlag = Atomic<Bool>(false)
+    private let closedFlag = Atomic<Bool>(false)
     /// Events pushed and not yet taken by the session.
     private let pendingEvents = Atomic<Int>(0)
 
-    init(capacity: Int, transport: Transport = .sse) {
+    init(capacity: Int, transport: Transport = .sse, consumer: (any MailboxConsumer)? = nil) {
         (signals, continuation) = AsyncStream.makeStream(of: SessionSignal.self, bufferingPolicy: .bufferingOldest(capacity))
         self.transport = transport
         self.capacity = capacity
+        self.consumer = consumer
     }
 
     public var overflowed: Bool { overflowFlag.load(ordering: .acquiring) }
@@ -93,13 +107,19 @@ public final class Mailbox: Sendable {
             overflow()
             return
         }
+        if let consumer {
+            if !closed { consumer.mailbox(self, received: signal) }
+            return
+        }
         if case .dropped = continuation.yield(signal) { overflow() }
     }
 
     private func overflow() {
         overflowFlag.store(true, ordering: .releasing)
-        continuation.finish()
+        close()
     }
+
+    private var closed: Bool { closedFlag.load(ordering: .acquiring) }
 
     /// The session took `signal` out of the inbox: its events no longer count against the bound.
     public func took(_ signal: SessionSignal) {
@@ -116,10 +136,17 @@ public final class Mailbox: Sendable {
     }
 
     func heartbeat() {
+        if let consumer {
+            if !closed { consumer.mailbox(self, received: .heartbeat) }
+            return
+        }
         _ = continuation.yield(.heartbeat)  // a full inbox needs no heartbeat
     }
 
-    public func close() { continuation.finish() }
+    public func close() {
+        continuation.finish()
+        if !closedFlag.exchange(true, ordering: .acquiringAndReleasing) { consumer?.mailboxClosed(self) }
+    }
 }
 
 /// A live subscription: events of its topics arrive in one `mailbox`, in order per topic. Cancel
@@ -194,9 +221,11 @@ public final class FanOutHub: BusEventSink, Service {
 
     /// `into` adds the topics to a mailbox the caller keeps (a WebSocket session's); otherwise
     /// the subscription gets its own.
-    public func subscribe(topics: [BusTopic], into existing: Mailbox? = nil) async throws -> Subscription {
+    /// `consumer` takes the new mailbox's signals as they arrive (see `MailboxConsumer`).
+    public func subscribe(topics: [BusTopic], into existing: Mailbox? = nil,
+                          consumer: (any MailboxConsumer)? = nil) async throws -> Subscription {
         precondition(!topics.isEmpty, "subscribe to at least one topic")
-        let mailbox = existing ?? Mailbox(capacity: mailboxCapacity)
+        let mailbox = existing ?? Mailbox(capacity: mailboxCapacity, consumer: consumer)
         let id: UInt64 = try state.withLock { state in
             guard !state.shuttingDown else { throw APIError.unavailable("the server is shutting down") }
             state.nextID += 1

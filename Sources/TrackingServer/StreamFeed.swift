@@ -1,4 +1,5 @@
 import Foundation
+import NIOCore
 import TrackingCore
 import TrackingStore
 
@@ -143,5 +144,29 @@ enum RoomMessage {
         guard json.first == "{" else { return json }
         let rest = json.dropFirst().drop { $0 == " " }
         return rest.first == "}" ? #"{"room":"\#(room)"}"# : #"{"room":"\#(room)","# + rest
+    }
+}
+
+extension StreamProgress {
+    private static let heartbeat = ByteBuffer(string: SSEFrame.comment("heartbeat"))
+
+    /// What an SSE stream writes for `signal`: its events this viewer may see and has not had
+    /// (a batch as one buffer), a heartbeat comment, or nothing. `.recheck` is the caller's.
+    mutating func bytes(for signal: SessionSignal) -> ByteBuffer? {
+        switch signal {
+        case .event(let delivery):
+            return shouldSend(delivery) ? delivery.frame : nil
+        case .events(let deliveries):
+            var frames = ByteBuffer()
+            for delivery in deliveries where shouldSend(delivery) {
+                var frame = delivery.frame
+                frames.writeBuffer(&frame)
+            }
+            return frames.readableBytes > 0 ? frames : nil
+        case .heartbeat:
+            return Self.heartbeat
+        case .recheck, .client:
+            return nil  // SSE has no client messages
+        }
     }
 }

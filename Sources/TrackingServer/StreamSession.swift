@@ -67,81 +67,83 @@ struct StreamSession {
 
     struct ViewerGone: Error {}
 
-    /// `first` went live at `liveSince`: a snapshot that started after that misses nothing.
-    func run(subscription first: Subscription, liveSince: ContinuousClock.Instant, viewer: StreamViewer, request: Request,
-             writer: inout any ResponseBodyWriter) async throws {
-        let ending = Ending()
-        var subscription = first
+    /// Where an opened stream stands: what it may send and the subscription it reads.
+    struct Progress {
+        var viewer: StreamViewer
+        var subscription: Subscription
+        var sent: StreamProgress
+    }
+
+    /// Writes the opening of the stream (the reconnect delay, then a snapshot, a replay or a
+    /// reset). `subscription` went live at `liveSince`: a snapshot that started after that misses nothing.
+    func open<Writer: ResponseBodyWriter>(subscription: Subscription, liveSince: ContinuousClock.Instant, viewer: StreamViewer,
+              writer: inout Writer) async throws -> Progress {
         do {
-            try await stream(subscription: &subscription, liveSince: liveSince, viewer: viewer, ending: ending, request: request, writer: &writer)
-        } catch is ViewerGone {
-            // The user was deleted: the `closed` event is out; end the stream normally.
+            try await write(SSEFrame.retry(milliseconds: 2_000), to: &writer)
+            var sent = StreamProgress(filter: viewer.filter)
+            sent.reopen(at: try await begin(with: start, filter: viewer.filter, liveSince: liveSince, writer: &writer))
+            return Progress(viewer: viewer, subscription: subscription, sent: sent)
         } catch {
             await subscription.cancel()
             throw error
         }
-        await subscription.cancel()
+    }
+
+    /// Live events until `ending` ends the stream, the viewer is deleted or writing fails; then
+    /// the subscription is cancelled and the body finished. Every path ends the subscription.
+    /// The loop is written out here, not in a helper: on an idle stream this is the whole of its
+    /// task's stack, which the task keeps for as long as the stream is open.
+    func live<Writer: ResponseBodyWriter>(_ progress: Progress, ending: Ending, writer: inout Writer) async throws {
+        var progress = progress
+        do {
+            while ending.watch(progress.subscription.mailbox) {
+                let mailbox = progress.subscription.mailbox
+                drain: for await signal in mailbox.signals {
+                    // Overflowed: what is still buffered is stale; drop it and reset below.
+                    if mailbox.overflowed { break drain }
+                    mailbox.took(signal)
+                    if case .recheck = signal {
+                        try await recheckScope(&progress.sent, viewer: &progress.viewer, writer: &writer)
+                    } else if let bytes = progress.sent.bytes(for: signal) {
+                        try await writer.write(bytes)
+                    }
+                }
+                guard mailbox.overflowed, !ending.ended else { break }
+                try await resynchronise(&progress, writer: &writer)
+            }
+        } catch is ViewerGone {
+            // The user was deleted: the `closed` event is out; end the stream normally.
+        } catch {
+            await progress.subscription.cancel()
+            throw error
+        }
+        await progress.subscription.cancel()
         try await writer.finish(nil)
     }
 
-    private func stream(subscription: inout Subscription, liveSince: ContinuousClock.Instant, viewer: StreamViewer, ending: Ending, request: Request,
-                        writer: inout any ResponseBodyWriter) async throws {
-        try await withGracefulShutdownHandler {
-            try await request.body.consumeWithInboundCloseHandler { _ in
-                try await write(SSEFrame.retry(milliseconds: 2_000), to: &writer)
-                var viewer = viewer
-                var progress = StreamProgress(filter: viewer.filter)
-                progress.reopen(at: try await begin(with: start, filter: viewer.filter, liveSince: liveSince, writer: &writer))
-                while ending.watch(subscription.mailbox) {
-                    drain: for await signal in subscription.mailbox.signals {
-                        // Overflowed: what is still buffered is stale; drop it and reset below.
-                        if subscription.mailbox.overflowed { break drain }
-                        subscription.mailbox.took(signal)
-                        switch signal {
-                        case .event(let delivery):
-                            if progress.shouldSend(delivery) { try await writer.write(delivery.frame) }
-                        case .events(let deliveries):
-                            // One write for the whole batch.
-                            var frames = ByteBuffer()
-                            for delivery in deliveries where progress.shouldSend(delivery) {
-                                var frame = delivery.frame
-                                frames.writeBuffer(&frame)
-                            }
-                            if frames.readableBytes > 0 { try await writer.write(frames) }
-                        case .heartbeat:
-                            try await write(SSEFrame.comment("heartbeat"), to: &writer)
-                        case .recheck:
-                            try await recheckScope(&progress, viewer: &viewer, writer: &writer)
-                        case .client:
-                            break  // SSE has no client messages
-                        }
-                    }
-                    guard subscription.mailbox.overflowed, !ending.ended else { break }
-                    // Too slow to keep up: subscribe afresh, then start over from a snapshot. A
-                    // scope change may have been dropped with the backlog, so re-read it too.
-                    logger.info("stream client fell behind; sending reset", metadata: ["topic": "\(topic)"])
-                    let previous = subscription
-                    subscription = try await hub.subscribe(topics: previous.topics)
-                    let liveAgain = ContinuousClock.now
-                    await previous.cancel()
-                    if let user = viewer.user {
-                        viewer.filter = try await currentFilter(of: user, writer: &writer)
-                    }
-                    progress.filter = viewer.filter
-                    progress.reopen(at: try await begin(with: .reset(reason: "slow_consumer"), filter: viewer.filter,
-                                                        liveSince: liveAgain, writer: &writer))
-                }
-            } onInboundClosed: {
-                ending.end()
-            }
-        } onGracefulShutdown: {
-            ending.end()
+    /// Too slow to keep up: subscribe afresh, then start over from a snapshot. A scope change
+    /// may have been dropped with the backlog, so re-read it too. Not inlined, like
+    /// `recheckScope`: a task keeps the stack of its deepest call, and an idle stream's task
+    /// should hold only the loop's frame.
+    @inline(never)
+    func resynchronise<Writer: ResponseBodyWriter>(_ progress: inout Progress, writer: inout Writer) async throws {
+        logger.info("stream client fell behind; sending reset", metadata: ["topic": "\(topic)"])
+        let previous = progress.subscription
+        progress.subscription = try await hub.subscribe(topics: previous.topics, consumer: previous.mailbox.consumer)
+        let liveAgain = ContinuousClock.now
+        await previous.cancel()
+        if let user = progress.viewer.user {
+            progress.viewer.filter = try await currentFilter(of: user, writer: &writer)
         }
+        progress.sent.filter = progress.viewer.filter
+        progress.sent.reopen(at: try await begin(with: .reset(reason: "slow_consumer"), filter: progress.viewer.filter,
+                                                 liveSince: liveAgain, writer: &writer))
     }
 
     /// The viewer's scope may have changed: re-read it and, if what they may see changed, send
     /// `remove` / `add` for the difference as of a fresh snapshot.
-    private func recheckScope(_ progress: inout StreamProgress, viewer: inout StreamViewer, writer: inout any ResponseBodyWriter) async throws {
+    @inline(never)
+    func recheckScope<Writer: ResponseBodyWriter>(_ progress: inout StreamProgress, viewer: inout StreamViewer, writer: inout Writer) async throws {
         guard let user = viewer.user else { return }
         let old = viewer.filter
         let new = try await currentFilter(of: user, writer: &writer)
@@ -155,7 +157,7 @@ struct StreamSession {
     }
 
     /// The filter of a user as stored now; a deleted user gets `closed` and the stream ends.
-    private func currentFilter(of user: UUID, writer: inout any ResponseBodyWriter) async throws -> StreamFilter {
+    private func currentFilter<Writer: ResponseBodyWriter>(of user: UUID, writer: inout Writer) async throws -> StreamFilter {
         guard let record = try await repository.user(user, tenant: topic.tenant) else {
             try await write(SSEFrame.event(id: nil, name: "closed", data: #"{"type":"closed","reason":"user_deleted"}"#), to: &writer)
             throw ViewerGone()
@@ -164,14 +166,14 @@ struct StreamSession {
     }
 
     /// Writes the opening of the stream and returns the seq it brings the client up to.
-    private func begin(with start: StreamStart, filter: StreamFilter, liveSince: ContinuousClock.Instant,
-                       writer: inout any ResponseBodyWriter) async throws -> Int64 {
+    private func begin<Writer: ResponseBodyWriter>(with start: StreamStart, filter: StreamFilter, liveSince: ContinuousClock.Instant,
+                       writer: inout Writer) async throws -> Int64 {
         try await feed.open(start, filter: filter, liveSince: liveSince) { id, name, json in
             try await write(SSEFrame.event(id: id, name: name, data: json), to: &writer)
         }
     }
 
-    private func write(_ text: String, to writer: inout any ResponseBodyWriter) async throws {
+    private func write<Writer: ResponseBodyWriter>(_ text: String, to writer: inout Writer) async throws {
         try await writer.write(ByteBuffer(string: text))
     }
 }

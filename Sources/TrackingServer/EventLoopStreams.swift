@@ -1,0 +1,77 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOHTTPTypesHTTP1
+import TrackingCore
+
+/// Serves SSE streams that arrive as the first request of a connection (see
+/// `StreamFirstChannel`), with the same checks, answers and events as the routes.
+///
+/// The work of opening a stream (authentication, subscription, the snapshot or replay) runs in
+/// the connection's task, which then ends; the live part runs in a task of its own that starts
+/// with an empty stack. A Swift task keeps the stack memory of the deepest call it ever made, so
+/// an idle stream now holds only the live loop's frames instead of Hummingbird's request chain
+/// plus the opening's database calls.
+struct EventLoopStreams: Sendable {
+    let routes: StreamRoutes
+    let serverName: String
+
+    func serve(_ stream: StreamRequest, logger: Logger) async {
+        let request = Request(head: stream.head, body: RequestBody(buffer: ByteBuffer()))
+        var headWritten = false
+        do {
+            guard let endpoint = StreamEndpoint(path: Substring(request.uri.path)) else {
+                // The raw path named a stream, the decoded one does not (e.g. `%2F` in an id).
+                throw HTTPError(.notFound)
+            }
+            let opened = try await routes.open(endpoint, request: request, logger: logger, consumer: stream.connection)
+            guard let subscription = opened.lease.take() else { return }
+            var headers = HTTPHeaders(StreamRoutes.responseHeaders)
+            headers.add(name: "Server", value: serverName)
+            headers.add(name: "Date", value: Self.httpDate())
+            headWritten = true
+            try await stream.channel.writeAndFlush(
+                HTTPServerResponsePart.head(HTTPResponseHead(version: stream.version, status: .ok, headers: headers)))
+            var writer = ChannelStreamWriter(channel: stream.channel)
+            let progress = try await opened.session.open(subscription: subscription, liveSince: opened.liveSince,
+                                                         viewer: opened.viewer, writer: &writer)
+            stream.connection.goLive(session: opened.session, progress: progress)
+        } catch {
+            if headWritten {
+                logger.debug("stream failed while opening", metadata: ["error": "\(error)"])
+                stream.channel.close(promise: nil)
+                return
+            }
+            await answer(APIError(answering: error, to: request, logger: logger), to: stream.version, on: stream.channel)
+        }
+    }
+
+    /// The JSON error the routes would give, then the connection closes.
+    private func answer(_ error: APIError, to version: HTTPVersion, on channel: any Channel) async {
+        let body = ByteBuffer(string: error.jsonBody)
+        let headers: HTTPHeaders = [
+            "Content-Type": "application/json; charset=utf-8",
+            "Content-Length": String(body.readableBytes),
+            "Connection": "close",
+            "Server": serverName,
+            "Date": Self.httpDate(),
+        ]
+        channel.write(HTTPServerResponsePart.head(HTTPResponseHead(version: version, status: .init(statusCode: error.status),
+                                                                   headers: headers)), promise: nil)
+        channel.write(HTTPServerResponsePart.body(.byteBuffer(body)), promise: nil)
+        try? await channel.writeAndFlush(HTTPServerResponsePart.end(nil))
+        try? await channel.close()
+    }
+
+    /// `Date` in the HTTP format (RFC 9110 IMF-fixdate).
+    static func httpDate(_ date: Date = Date()) -> String {
+        let formatter = DateFormatter()
+        formatter.locale = Locale(identifier: "en_US_POSIX")
+        formatter.timeZone = TimeZone(identifier: "GMT")
+        formatter.dateFormat = "EEE, dd MMM yyyy HH:mm:ss 'GMT'"
+        return formatter.string(from: date)
+    }
+}

@@ -1,0 +1,277 @@
+import HTTPTypes
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOHTTPTypesHTTP1
+
+/// An SSE stream that has a connection of its own (see `StreamFirstChannel`), as a channel
+/// handler: it passes the request bytes to the HTTP decoder behind it until the head is read,
+/// and once `EventLoopStreams` has opened the stream it writes the live events on the event loop,
+/// as the fan-out hub pushes them into its mailbox.
+///
+/// No task waits while the stream is idle. A Swift task keeps the stack of the deepest call it
+/// ever made for as long as it lives (~4 KB for a stream's loop, ~30 KB for Hummingbird's
+/// request chain); an idle stream here is its channel, this handler and its mailbox. Only a
+/// scope re-read and a slow-consumer reset, which query the database, run in a short task, and
+/// signals queue meanwhile.
+///
+/// Sends what the task-driven `StreamSession.live` sends, with the same bound: a signal counts
+/// against the mailbox until it is written, so a client that stops reading overflows its
+/// mailbox and gets a reset, and nothing upstream waits for it.
+///
+/// All state is confined to the channel's event loop; the mailbox callbacks hop onto it.
+final class StreamConnection: ChannelInboundHandler, MailboxConsumer, @unchecked Sendable {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+    typealias OutboundOut = HTTPServerResponsePart
+
+    private enum Phase {
+        /// The HTTP decoder behind this handler is reading the request head.
+        case readingHead
+        /// `EventLoopStreams` is authenticating and writing the opening; signals queue.
+        case opening
+        case live
+        /// The socket is full: signals queue (still counted by the mailbox) until it drains.
+        case blocked
+        /// A scope re-read or a reset runs in a task; signals queue.
+        case working
+        case finished
+    }
+
+    private enum Work { case recheck, reset }
+
+    private enum Queued {
+        case signal(SessionSignal)
+        case closed
+    }
+
+    private let eventLoop: any EventLoop
+    private let logger: Logger
+    private var phase = Phase.readingHead
+    private var head: EventLoopPromise<StreamRequest>?
+    private var context: ChannelHandlerContext?
+    private var session: StreamSession?
+    private var progress: StreamSession.Progress?
+    private var queue: [(mailbox: Mailbox, item: Queued)] = []
+    /// The last subscription cancelled, so a subscription is never cancelled twice (which
+    /// would release another stream's LISTEN).
+    private var cancelled: ObjectIdentifier?
+
+    init(head: EventLoopPromise<StreamRequest>, eventLoop: any EventLoop, logger: Logger) {
+        self.head = head
+        self.eventLoop = eventLoop
+        self.logger = logger
+    }
+
+    // MARK: The request
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        // After the head, what the client sends (a GET's body, pipelined requests) is dropped:
+        // the stream is the connection's last response.
+        if case .readingHead = phase { context.fireChannelRead(data) }
+    }
+
+    /// From `StreamHeadReader`, on the event loop.
+    func read(_ request: HTTPRequestHead, channel: any Channel) {
+        guard let head else { return }
+        self.head = nil
+        do {
+            let converted = try HTTPRequest(request, secure: false, splitCookie: false)
+            phase = .opening
+            head.succeed(StreamRequest(head: converted, version: request.version, channel: channel, connection: self))
+        } catch {
+            head.fail(error)
+            phase = .finished
+            channel.close(promise: nil)
+        }
+    }
+
+    /// The opening is written: from now on this handler writes. Called from any thread.
+    func goLive(session: StreamSession, progress: StreamSession.Progress) {
+        eventLoop.execute {
+            self.session = session
+            self.progress = progress
+            guard self.phase == .opening else {
+                // The client left (or the server began shutting down) while the stream opened.
+                self.cancelSubscription()
+                return
+            }
+            self.phase = .live
+            self.drain()
+        }
+    }
+
+    // MARK: MailboxConsumer
+
+    func mailbox(_ mailbox: Mailbox, received signal: SessionSignal) {
+        eventLoop.execute { self.accept(mailbox, .signal(signal)) }
+    }
+
+    func mailboxClosed(_ mailbox: Mailbox) {
+        eventLoop.execute { self.accept(mailbox, .closed) }
+    }
+
+    private func accept(_ mailbox: Mailbox, _ item: Queued) {
+        switch phase {
+        case .finished:
+            return
+        case .blocked:
+            if case .closed = item, mailbox === progress?.subscription.mailbox {
+                // Overflowed while the socket was full (or shut down): no use writing the backlog.
+                queue.removeAll()
+                closed(mailbox)
+                return
+            }
+            queue.append((mailbox, item))
+        case .readingHead, .opening, .working:
+            queue.append((mailbox, item))
+        case .live:
+            queue.append((mailbox, item))
+            drain()
+        }
+    }
+
+    // MARK: Writing
+
+    /// Writes what is queued while the stream is live and the socket takes it; one flush.
+    private func drain() {
+        guard let context else { return }
+        var wrote = false
+        var taken = 0
+        defer {
+            queue.removeFirst(min(taken, queue.count))
+            if wrote { context.flush() }
+        }
+        while phase == .live, taken < queue.count {
+            guard context.channel.isWritable else {
+                phase = .blocked
+                return
+            }
+            let (mailbox, item) = queue[taken]
+            taken += 1
+            // A mailbox replaced by a reset: what it still delivers is stale.
+            guard mailbox === progress?.subscription.mailbox else { continue }
+            switch item {
+            case .closed:
+                closed(mailbox)
+            case .signal(let signal):
+                mailbox.took(signal)
+                if case .recheck = signal {
+                    start(.recheck)
+                } else if let bytes = progress?.sent.bytes(for: signal) {
+                    context.write(wrapOutboundOut(.body(.byteBuffer(bytes))), promise: nil)
+                    wrote = true
+                }
+            }
+        }
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if phase == .blocked, context.channel.isWritable {
+            phase = .live
+            drain()
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
+    /// The current mailbox closed: overflowed (reset from a snapshot) or ended by the hub.
+    private func closed(_ mailbox: Mailbox) {
+        if mailbox.overflowed {
+            logger.info("stream client fell behind; sending reset", metadata: ["topic": "\(session.map { "\($0.topic)" } ?? "")"])
+            start(.reset)
+        } else {
+            finish()
+        }
+    }
+
+    /// Runs a step that reads the database in a task; signals queue until it is done.
+    private func start(_ work: Work) {
+        guard let session, let progress, let channel = context?.channel else { return finish() }
+        phase = .working
+        let logger = logger
+        Task.detached {
+            var progress = progress
+            var writer = ChannelStreamWriter(channel: channel)
+            var ended = false
+            do {
+                switch work {
+                case .recheck: try await session.recheckScope(&progress.sent, viewer: &progress.viewer, writer: &writer)
+                case .reset: try await session.resynchronise(&progress, writer: &writer)
+                }
+            } catch is StreamSession.ViewerGone {
+                ended = true  // the `closed` event is out
+            } catch {
+                logger.debug("stream step failed", metadata: ["error": "\(error)"])
+                ended = true
+            }
+            let outcome = (progress, ended)
+            self.eventLoop.execute { self.resume(outcome.0, ended: outcome.1) }
+        }
+    }
+
+    private func resume(_ progress: StreamSession.Progress, ended: Bool) {
+        self.progress = progress
+        switch phase {
+        case .finished:
+            cancelSubscription()  // the client left while the step ran
+        case .working:
+            phase = .live
+            if ended { finish() } else { drain() }
+        case .readingHead, .opening, .live, .blocked:
+            assertionFailure("a step resumed a stream that was not waiting for it")
+        }
+    }
+
+    /// Ends the stream once: the subscription is cancelled and the response finished.
+    private func finish() {
+        guard phase != .finished else { return }
+        // A step running in a task still holds the stream: `resume` cancels what it ends with.
+        let stepRunning = phase == .working
+        phase = .finished
+        queue.removeAll()
+        if !stepRunning { cancelSubscription() }
+        guard let context, context.channel.isActive else { return }
+        context.write(wrapOutboundOut(.end(nil)), promise: nil)
+        context.flush()
+        context.close(promise: nil)
+    }
+
+    private func cancelSubscription() {
+        if let subscription = progress?.subscription { cancel(subscription) }
+    }
+
+    private func cancel(_ subscription: Subscription) {
+        let id = ObjectIdentifier(subscription.mailbox)
+        guard cancelled != id else { return }
+        cancelled = id
+        Task { await subscription.cancel() }
+    }
+
+    // MARK: Connection events
+
+    func channelInactive(context: ChannelHandlerContext) {
+        head?.fail(ChannelError.eof)
+        head = nil
+        finish()
+        context.fireChannelInactive()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        guard event is ChannelShouldQuiesceEvent else { return context.fireUserInboundEventTriggered(event) }
+        // The server is shutting down: end the stream (a request not yet read is dropped).
+        if case .readingHead = phase { context.close(promise: nil) } else { finish() }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        // A request head the decoder cannot parse, or a socket error: nothing sensible can be written.
+        context.close(promise: nil)
+    }
+}
