@@ -265,8 +265,12 @@ final class StreamConnection: ChannelInboundHandler, MailboxConsumer, @unchecked
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        guard event is ChannelShouldQuiesceEvent else { return context.fireUserInboundEventTriggered(event) }
-        // The server is shutting down: end the stream (a request not yet read is dropped).
+        // The server is shutting down, or the client closed its side of the connection (as
+        // Hummingbird's streams do on `consumeWithInboundCloseHandler`): end the stream; a
+        // request not yet read is dropped.
+        guard event is ChannelShouldQuiesceEvent || (event as? ChannelEvent) == .inputClosed else {
+            return context.fireUserInboundEventTriggered(event)
+        }
         if case .readingHead = phase { context.close(promise: nil) } else { finish() }
     }
 

@@ -150,8 +150,10 @@ final class RequestLineSniffer<Inner: ServerChildChannel>: ChannelInboundHandler
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        // The server is shutting down and this connection has not asked for anything yet.
-        if event is ChannelShouldQuiesceEvent, !decided {
+        // The server is shutting down, or the client closed its side (connections accept
+        // half-closure), before asking for anything: nothing to answer. Left open, the
+        // connection would wait forever and hold up the server's shutdown.
+        if !decided, event is ChannelShouldQuiesceEvent || (event as? ChannelEvent) == .inputClosed {
             context.close(promise: nil)
             return
         }

@@ -1,0 +1,149 @@
+import Foundation
+import Testing
+import TrackingCore
+import TrackingStore
+import TrackingTestSupport
+
+/// The two ways an SSE stream is served: on the event loop when the stream is a connection's
+/// first request (StreamConnection), by Hummingbird's task when the connection served other
+/// requests first (StreamSession.live). Raw connections make the path certain.
+@Suite("SSE: stream connections on the event loop and on keep-alive connections", .timeLimit(.minutes(3)))
+struct StreamConnectionTests {
+    static func streamRequest(_ path: String, apiKey: String?) -> String {
+        "GET \(path) HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\n"
+            + (apiKey.map { "X-API-Key: \($0)\r\n" } ?? "") + "\r\n"
+    }
+
+    /// Waits for the response at the start of what `connection` received to satisfy `probe`.
+    static func response(on connection: RawConnection, _ what: String, timeout: Duration = .seconds(20),
+                         _ probe: @escaping (RawResponse) -> Bool = { _ in true }) async throws -> RawResponse {
+        try await connection.wait(what, timeout: timeout) { text, _ in RawResponse(text).flatMap { probe($0) ? $0 : nil } }
+    }
+
+    @Test("a client that stops reading: the server queues no more than its buffer, and the client gets a slow_consumer reset, then every later event")
+    func stalledReaderGetsReset() async throws {
+        try await LiveNode.run({ $0.clientBufferSize = 64 }) { live in
+            let setup = try await TestTenant.create(live.repository)
+            let connection = try await RawConnection.open(port: live.port, receiveBuffer: 4_096)
+            defer { Task { await connection.close() } }
+            try await connection.send(Self.streamRequest("/api/v1/stream", apiKey: setup.apiKey))
+            let opening = try await Self.response(on: connection, "the opening snapshot") { !$0.events.isEmpty }
+            #expect(opening.status == 200)
+            #expect(opening.events.first?.event == "snapshot")
+
+            // Batches of 40 stay under the buffer of 64 one at a time: only a client that does
+            // not read makes them pile up. Each fix carries 6 KB of attributes, so 75 batches are
+            // 18 MB of frames: more than the kernel's socket buffers (at most 4 MB to send and
+            // what the client's 4 KB window holds) and NIO's 64 KB before a write must wait.
+            try await connection.reading(false)
+            let batches = 75, size = 40
+            let padding = String(repeating: "x", count: 6_000)
+            for batch in 0..<batches {
+                let fixes = (batch * size..<(batch + 1) * size).map {
+                    Fixes.object($0, overriding: ["attributes": #"{"i":\#($0),"pad":"\#(padding)"}"#])
+                }
+                try await live.postPositions("[" + fixes.joined(separator: ",") + "]", apiKey: setup.apiKey, expecting: size)
+            }
+            let last = Int64(batches * size)
+            try await connection.reading(true)
+            let stream = try await Self.response(on: connection, "every fix, through a reset", timeout: .seconds(30)) { response in
+                response.events.last.flatMap(\.seq).map { $0 >= last } ?? false
+            }
+            let events = stream.events.dropFirst()  // the snapshot
+            let resets = events.filter { $0.event == "reset" }
+            #expect(!resets.isEmpty, "a client that stopped reading for \(last) events gets a reset, not an unbounded backlog")
+            #expect(resets.allSatisfy { (try? $0.object()["reason"] as? String) == "slow_consumer" })
+            // Between resets the seqs run on without gaps or repeats; each reset re-bases them.
+            var expected: Int64 = 1
+            for event in events {
+                let seq = try #require(event.seq, "every event carries an id")
+                if event.event == "reset" { expected = seq + 1; continue }
+                #expect(seq == expected, "seq \(seq) where \(expected) was due")
+                expected = seq + 1
+            }
+
+            connection.discardReceived()
+            try await live.postPositions(Fixes.object(batches * size), apiKey: setup.apiKey, expecting: 1)
+            let more = try await connection.wait("the live event after the reset") { text, _ in
+                var parser = SSEParser()
+                return parser.feed(ArraySlice(text.utf8)).first { $0.event == "location_update" }
+            }
+            #expect(more.seq == last + 1)
+        }
+    }
+
+    @Test("a stream asked for on a connection that already answered a request is served too, with the same events")
+    func streamOnKeepAliveConnection() async throws {
+        try await LiveNode.run { live in
+            let setup = try await TestTenant.create(live.repository)
+            let connection = try await RawConnection.open(port: live.port)
+            defer { Task { await connection.close() } }
+            try await connection.send("GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            let health = try await Self.response(on: connection, "the health answer") { $0.complete }
+            #expect(health.status == 200 || health.status == 503)
+            #expect(health.headers["connection"]?.lowercased() != "close", "the connection stays open for the next request")
+
+            connection.discardReceived()
+            try await connection.send(Self.streamRequest("/api/v1/stream", apiKey: setup.apiKey))
+            let opening = try await Self.response(on: connection, "the opening snapshot") { !$0.events.isEmpty }
+            #expect(opening.status == 200)
+            #expect(opening.headers["content-type"]?.hasPrefix("text/event-stream") == true)
+            #expect(opening.headers["connection"]?.lowercased() == "close")
+            try await live.postPositions(Fixes.array(0..<3), apiKey: setup.apiKey, expecting: 3)
+            let stream = try await Self.response(on: connection, "three live events") { $0.events.count >= 4 }
+            #expect(stream.events.dropFirst().map(\.seq) == [1, 2, 3])
+        }
+    }
+
+    @Test("refused streams get the routes' JSON error on either path, and a stream connection then closes")
+    func refusalsMatchOnBothPaths() async throws {
+        try await LiveNode.run { live in
+            let setup = try await TestTenant.create(live.repository)
+            let cases: [(path: String, apiKey: String?, status: Int, code: String)] = [
+                ("/api/v1/stream", nil, 401, "unauthorized"),
+                ("/api/v1/stream", "pk_not_a_key", 401, "unauthorized"),
+                ("/api/v1/admin/stream", setup.apiKey, 403, "forbidden"),
+                ("/api/v1/bookings/has%20space/stream", setup.apiKey, 422, "validation_failed"),
+            ]
+            for refused in cases {
+                // First request of a connection: the event-loop path, which closes after answering.
+                let fresh = try await RawConnection.open(port: live.port)
+                try await fresh.send(Self.streamRequest(refused.path, apiKey: refused.apiKey))
+                let direct = try await Self.response(on: fresh, "the refusal of \(refused.path)") { $0.complete }
+                _ = try await fresh.wait("the connection to close after the refusal") { _, closed in closed ? () : nil }
+                await fresh.close()
+
+                // After another request on the same connection: Hummingbird's router.
+                let reused = try await RawConnection.open(port: live.port)
+                try await reused.send("GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
+                _ = try await Self.response(on: reused, "the health answer") { $0.complete }
+                reused.discardReceived()
+                try await reused.send(Self.streamRequest(refused.path, apiKey: refused.apiKey))
+                let routed = try await Self.response(on: reused, "the routed refusal of \(refused.path)") { $0.complete }
+                await reused.close()
+
+                for (path, response) in [("event loop", direct), ("router", routed)] {
+                    #expect(response.status == refused.status, "\(refused.path) via the \(path): \(response.statusLine)")
+                    #expect(response.headers["content-type"]?.hasPrefix("application/json") == true)
+                    let envelope = try? JSONSerialization.jsonObject(with: Data(response.body.utf8)) as? [String: Any]
+                    let code = (envelope?["error"] as? [String: Any])?["code"] as? String
+                    #expect(code == refused.code, "\(refused.path) via the \(path): \(response.body)")
+                }
+                #expect(direct.body == routed.body, "\(refused.path): the same message on both paths")
+            }
+        }
+    }
+
+    @Test("a client that gives up before its request is complete is closed, not kept waiting",
+          arguments: ["", "GET /api/v1/str", "GET /api/v1/stream HTTP/1.1\r\nHost: localhost\r\n"])
+    func abandonedRequestCloses(sent: String) async throws {
+        try await LiveNode.run { live in
+            let connection = try await RawConnection.open(port: live.port)
+            defer { Task { await connection.close() } }
+            if !sent.isEmpty { try await connection.send(sent) }
+            try await connection.finishSending()
+            // Left open, such a connection also held up the server's graceful shutdown for ever.
+            _ = try await connection.wait("the server to close the abandoned connection") { _, closed in closed ? () : nil }
+        }
+    }
+}
