@@ -70,6 +70,7 @@ public func buildApplication(
     sockets.register(upgrades: upgradeRouter)
 
     let webSocketResponder = upgradeRouter.buildResponder()
+    let openStreams = OpenStreams()
     let webSocketConfiguration = HTTP1WebSocketUpgradeChannel.Configuration(
         ws: .init(maxFrameSize: socketSettings.maxFrameBytes,
                   autoPing: .enabled(timePeriod: .seconds(configuration.webSocketPingSeconds))))
@@ -82,12 +83,14 @@ public func buildApplication(
             StreamFirstChannel(
                 inner: HTTP1WebSocketUpgradeChannel(responder: responder, webSocketResponder: webSocketResponder,
                                                     configuration: webSocketConfiguration),
-                streams: EventLoopStreams(routes: streams, serverName: serverName))
+                streams: EventLoopStreams(routes: streams, serverName: serverName, open: openStreams))
         },
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: serverName),
         logger: logger)
+    // Shut down in reverse: the server, …, the event-loop streams (`openStreams` waits for
+    // them to close), then the hub, the listener and the pool they use.
     app.addServices(
-        client, listener, hub,
+        client, listener, hub, openStreams,
         MaintenanceService(maintenance: Maintenance(client: client, logger: logger), daysBack: configuration.partitionDaysBack,
                            daysAhead: configuration.partitionDaysAhead, interval: configuration.maintenanceInterval,
                            logger: logger),

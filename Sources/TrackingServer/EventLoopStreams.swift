@@ -18,6 +18,7 @@ import TrackingCore
 struct EventLoopStreams: Sendable {
     let routes: StreamRoutes
     let serverName: String
+    let open: OpenStreams
 
     func serve(_ stream: StreamRequest, logger: Logger) async {
         let request = Request(head: stream.head, body: RequestBody(buffer: ByteBuffer()))
@@ -33,8 +34,14 @@ struct EventLoopStreams: Sendable {
             headers.add(name: "Server", value: serverName)
             headers.add(name: "Date", value: Self.httpDate())
             headWritten = true
-            try await stream.channel.writeAndFlush(
-                HTTPServerResponsePart.head(HTTPResponseHead(version: stream.version, status: .ok, headers: headers)))
+            do {
+                try await stream.channel.writeAndFlush(
+                    HTTPServerResponsePart.head(HTTPResponseHead(version: stream.version, status: .ok, headers: headers)))
+            } catch {
+                // Nobody else holds the subscription yet (session.open cancels it on its own errors).
+                await subscription.cancel()
+                throw error
+            }
             var writer = ChannelStreamWriter(channel: stream.channel)
             let progress = try await opened.session.open(subscription: subscription, liveSince: opened.liveSince,
                                                          viewer: opened.viewer, writer: &writer)

@@ -3,6 +3,7 @@ import Logging
 import NIOCore
 import NIOHTTP1
 import NIOHTTPTypesHTTP1
+import TrackingCore
 
 /// An SSE stream that has a connection of its own (see `StreamFirstChannel`), as a channel
 /// handler: it passes the request bytes to the HTTP decoder behind it until the head is read,
@@ -53,9 +54,18 @@ final class StreamConnection: ChannelInboundHandler, MailboxConsumer, @unchecked
     private var session: StreamSession?
     private var progress: StreamSession.Progress?
     private var queue: [(mailbox: Mailbox, item: Queued)] = []
-    /// The last subscription cancelled, so a subscription is never cancelled twice (which
-    /// would release another stream's LISTEN).
-    private var cancelled: ObjectIdentifier?
+    /// The client closed its sending side while the stream was opening.
+    private var inputClosed = false
+    /// A heartbeat or scope re-read is already queued: more of them add nothing (they carry no
+    /// events, so the mailbox does not count them).
+    private var heartbeatQueued = false
+    private var recheckQueued = false
+    /// Completed when the step running in a task (phase `working`) is back.
+    private var step: EventLoopPromise<Void>?
+    /// Set once the opening returned (see `openingFinished`).
+    private var openStreams: OpenStreams?
+    private var channelOpen = true
+    private var ended = false
 
     init(head: EventLoopPromise<StreamRequest>, eventLoop: any EventLoop, logger: Logger) {
         self.head = head
@@ -89,9 +99,31 @@ final class StreamConnection: ChannelInboundHandler, MailboxConsumer, @unchecked
             head.succeed(StreamRequest(head: converted, version: request.version, channel: channel, connection: self))
         } catch {
             head.fail(error)
-            phase = .finished
-            channel.close(promise: nil)
+            refuseUnreadable()
         }
+    }
+
+    /// From `StreamHeadReader`: the decoder could not read the head. Answered as Hummingbird
+    /// answers a request it cannot parse: 400, and the connection closes.
+    func headUnreadable(_ error: any Error) {
+        guard case .readingHead = phase else { return }
+        logger.debug("unreadable stream request", metadata: ["error": "\(error)"])
+        head?.fail(error)
+        head = nil
+        refuseUnreadable()
+    }
+
+    private func refuseUnreadable() {
+        phase = .finished
+        guard let context else { return }
+        let body = ByteBuffer(string: APIError(status: 400, code: "bad_request",
+                                               message: "The request is not valid HTTP/1.1.").jsonBody)
+        let headers: HTTPHeaders = ["Content-Type": "application/json; charset=utf-8",
+                                    "Content-Length": String(body.readableBytes), "Connection": "close"]
+        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .badRequest, headers: headers))), promise: nil)
+        context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
+        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        context.close(promise: nil)
     }
 
     /// The opening is written: from now on this handler writes. Called from any thread.
@@ -99,12 +131,12 @@ final class StreamConnection: ChannelInboundHandler, MailboxConsumer, @unchecked
         eventLoop.execute {
             self.session = session
             self.progress = progress
-            guard self.phase == .opening else {
-                // The client left (or the server began shutting down) while the stream opened.
-                self.cancelSubscription()
-                return
-            }
+            // The client left (or the server began shutting down) while the stream opened:
+            // `endWhenDone` cancels the subscription once the connection has closed.
+            guard self.phase == .opening else { return }
             self.phase = .live
+            // The client closed its side while the stream opened: it has the opening; end now.
+            if self.inputClosed { return self.finish() }
             self.drain()
         }
     }
@@ -120,13 +152,25 @@ final class StreamConnection: ChannelInboundHandler, MailboxConsumer, @unchecked
     }
 
     private func accept(_ mailbox: Mailbox, _ item: Queued) {
+        if case .signal(let signal) = item {
+            switch signal {
+            case .heartbeat:
+                if heartbeatQueued { return }
+                heartbeatQueued = true
+            case .recheck:
+                if recheckQueued { return }
+                recheckQueued = true
+            case .event, .events, .client:
+                break
+            }
+        }
         switch phase {
         case .finished:
             return
         case .blocked:
             if case .closed = item, mailbox === progress?.subscription.mailbox {
                 // Overflowed while the socket was full (or shut down): no use writing the backlog.
-                queue.removeAll()
+                clearQueue()
                 closed(mailbox)
                 return
             }
@@ -150,6 +194,11 @@ final class StreamConnection: ChannelInboundHandler, MailboxConsumer, @unchecked
             queue.removeFirst(min(taken, queue.count))
             if wrote { context.flush() }
         }
+        if let mailbox = progress?.subscription.mailbox, mailbox.overflowed {
+            // What it still holds is stale: the reset's snapshot replaces it.
+            clearQueue()
+            return closed(mailbox)
+        }
         while phase == .live, taken < queue.count {
             guard context.channel.isWritable else {
                 phase = .blocked
@@ -157,6 +206,8 @@ final class StreamConnection: ChannelInboundHandler, MailboxConsumer, @unchecked
             }
             let (mailbox, item) = queue[taken]
             taken += 1
+            if case .signal(.heartbeat) = item { heartbeatQueued = false }
+            if case .signal(.recheck) = item { recheckQueued = false }
             // A mailbox replaced by a reset: what it still delivers is stale.
             guard mailbox === progress?.subscription.mailbox else { continue }
             switch item {
@@ -196,6 +247,7 @@ final class StreamConnection: ChannelInboundHandler, MailboxConsumer, @unchecked
     private func start(_ work: Work) {
         guard let session, let progress, let channel = context?.channel else { return finish() }
         phase = .working
+        step = eventLoop.makePromise(of: Void.self)
         let logger = logger
         Task.detached {
             var progress = progress
@@ -218,10 +270,13 @@ final class StreamConnection: ChannelInboundHandler, MailboxConsumer, @unchecked
     }
 
     private func resume(_ progress: StreamSession.Progress, ended: Bool) {
+        // A reset has replaced (and cancelled) the subscription: the new one is the stream's now.
         self.progress = progress
+        step?.succeed()
+        step = nil
         switch phase {
         case .finished:
-            cancelSubscription()  // the client left while the step ran
+            break  // the client left while the step ran
         case .working:
             phase = .live
             if ended { finish() } else { drain() }
@@ -230,29 +285,48 @@ final class StreamConnection: ChannelInboundHandler, MailboxConsumer, @unchecked
         }
     }
 
-    /// Ends the stream once: the subscription is cancelled and the response finished.
+    /// Ends the stream once: the response is finished and the connection closed. The
+    /// subscription is cancelled once the connection has closed (`endWhenDone`).
     private func finish() {
         guard phase != .finished else { return }
-        // A step running in a task still holds the stream: `resume` cancels what it ends with.
-        let stepRunning = phase == .working
         phase = .finished
-        queue.removeAll()
-        if !stepRunning { cancelSubscription() }
+        clearQueue()
         guard let context, context.channel.isActive else { return }
         context.write(wrapOutboundOut(.end(nil)), promise: nil)
         context.flush()
         context.close(promise: nil)
     }
 
-    private func cancelSubscription() {
-        if let subscription = progress?.subscription { cancel(subscription) }
+    private func clearQueue() {
+        queue.removeAll()
+        heartbeatQueued = false
+        recheckQueued = false
     }
 
-    private func cancel(_ subscription: Subscription) {
-        let id = ObjectIdentifier(subscription.mailbox)
-        guard cancelled != id else { return }
-        cancelled = id
-        Task { await subscription.cancel() }
+    /// From the connection's task once `EventLoopStreams.serve` returned: the stream is the
+    /// event loop's now. When the connection has also closed (and any step is back), the
+    /// subscription is cancelled and `streams` is told.
+    func openingFinished(then streams: OpenStreams) {
+        eventLoop.execute {
+            self.openStreams = streams
+            self.endWhenDone()
+        }
+    }
+
+    /// Cancels the subscription once nothing uses it any more: the opening has returned, the
+    /// connection is closed and no step runs. A stream keeps its place in `OpenStreams` until then.
+    private func endWhenDone() {
+        guard let openStreams, !channelOpen, !ended else { return }
+        ended = true
+        let running = step?.futureResult ?? eventLoop.makeSucceededVoidFuture()
+        running.whenComplete { _ in
+            let subscription = self.progress?.subscription
+            self.progress = nil
+            Task {
+                await subscription?.cancel()
+                openStreams.leave()
+            }
+        }
     }
 
     // MARK: Connection events
@@ -261,6 +335,8 @@ final class StreamConnection: ChannelInboundHandler, MailboxConsumer, @unchecked
         head?.fail(ChannelError.eof)
         head = nil
         finish()
+        channelOpen = false
+        endWhenDone()
         context.fireChannelInactive()
     }
 
@@ -271,7 +347,16 @@ final class StreamConnection: ChannelInboundHandler, MailboxConsumer, @unchecked
         guard event is ChannelShouldQuiesceEvent || (event as? ChannelEvent) == .inputClosed else {
             return context.fireUserInboundEventTriggered(event)
         }
-        if case .readingHead = phase { context.close(promise: nil) } else { finish() }
+        switch phase {
+        case .readingHead:
+            context.close(promise: nil)
+        case .opening where (event as? ChannelEvent) == .inputClosed:
+            // Let the opening (or the refusal) be written first, as Hummingbird's
+            // `consumeWithInboundCloseHandler` does.
+            inputClosed = true
+        default:
+            finish()
+        }
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {

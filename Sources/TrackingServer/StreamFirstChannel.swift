@@ -46,7 +46,11 @@ struct StreamFirstChannel<Inner: ServerChildChannel>: ServerChildChannel {
         case .http(let innerValue):
             await inner.handle(value: innerValue, logger: logger)
         case .stream(let request):
+            // Opens the stream and returns: from here on the stream is handlers on the event
+            // loop, with no task waiting for it (`OpenStreams` keeps the shutdown order).
+            streams.open.enter()
             await streams.serve(request, logger: logger)
+            request.connection.openingFinished(then: streams.open)
         case nil:
             break  // closed before a request line arrived
         }
@@ -59,8 +63,8 @@ final class RequestLineSniffer<Inner: ServerChildChannel>: ChannelInboundHandler
     typealias InboundIn = ByteBuffer
     typealias InboundOut = ByteBuffer
 
-    /// A request line longer than this is not a stream request; Hummingbird answers it.
-    private static var maxRequestLine: Int { 8_192 }
+    /// A request head longer than this is not taken as a stream request; Hummingbird answers it.
+    private static var maxHead: Int { 16_384 }
 
     private let inner: Inner
     typealias Route = StreamFirstChannel<Inner>.Route
@@ -80,19 +84,31 @@ final class RequestLineSniffer<Inner: ServerChildChannel>: ChannelInboundHandler
         if buffered == nil { buffered = bytes } else { buffered!.writeBuffer(&bytes) }
         guard !decided, let buffered else { return }
         let view = buffered.readableBytesView
-        if let lineEnd = view.firstIndex(of: UInt8(ascii: "\n")) {
-            decide(context: context, streamEndpoint: Self.streamEndpoint(requestLine: view[view.startIndex..<lineEnd]))
-        } else if view.count > Self.maxRequestLine {
+        guard let lineEnd = view.firstIndex(of: UInt8(ascii: "\n")) else {
+            if view.count > Self.maxHead { decide(context: context, streamEndpoint: false) }
+            return
+        }
+        guard Self.streamEndpoint(requestLine: view[view.startIndex..<lineEnd]) else {
+            return decide(context: context, streamEndpoint: false)
+        }
+        // A stream request: wait for the whole head, as a WebSocket upgrade of the same path
+        // stays Hummingbird's (it answers it as it always did).
+        let head = String(decoding: view, as: UTF8.self)
+        if let headEnd = head.range(of: "\r\n\r\n") ?? head.range(of: "\n\n") {
+            let upgrade = head[..<headEnd.lowerBound].lowercased().contains("\nupgrade:")
+            decide(context: context, streamEndpoint: !upgrade)
+        } else if view.count > Self.maxHead {
             decide(context: context, streamEndpoint: false)
         }
     }
 
     /// True for `GET <an SSE endpoint>[?query] HTTP/1.x`.
     static func streamEndpoint(requestLine: ByteBufferView) -> Bool {
-        let words = requestLine.split(separator: UInt8(ascii: " "), omittingEmptySubsequences: false)
-        guard words.count == 3, words[0].elementsEqual("GET".utf8) else { return false }
-        let target = words[1]
-        let path = target.prefix { $0 != UInt8(ascii: "?") }
+        var line = requestLine[...]
+        if line.last == UInt8(ascii: "\r") { line = line.dropLast() }
+        let words = line.split(separator: UInt8(ascii: " "), omittingEmptySubsequences: false)
+        guard words.count == 3, words[0].elementsEqual("GET".utf8), words[2].starts(with: "HTTP/1.".utf8) else { return false }
+        let path = words[1].prefix { $0 != UInt8(ascii: "?") }
         return StreamEndpoint(path: Substring(decoding: path, as: UTF8.self)) != nil
     }
 
@@ -100,19 +116,22 @@ final class RequestLineSniffer<Inner: ServerChildChannel>: ChannelInboundHandler
         decided = true
         let channel = context.channel
         if streamEndpoint {
+            let head = context.eventLoop.makePromise(of: StreamRequest.self)
+            head.futureResult.map { Route.stream($0) }.cascade(to: route)
             do {
-                let head = context.eventLoop.makePromise(of: StreamRequest.self)
-                head.futureResult.map { Route.stream($0) }.cascade(to: route)
                 let connection = StreamConnection(head: head, eventLoop: context.eventLoop, logger: logger)
                 let decoderName = "pgtrack.stream-request-decoder"
                 try channel.pipeline.syncOperations.addHandler(HTTPResponseEncoder())
                 try channel.pipeline.syncOperations.addHandler(connection)
                 try channel.pipeline.syncOperations.addHandler(
-                    ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes)), name: decoderName)
+                    ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes, limitConfiguration: Self.decoderLimits)),
+                    name: decoderName)
                 try channel.pipeline.syncOperations.addHandler(StreamHeadReader(connection: connection, decoderName: decoderName))
                 handOver(context: context)
             } catch {
-                fail(context: context, error)
+                logger.debug("stream connection setup failed", metadata: ["error": "\(error)"])
+                head.fail(error)  // fails `route` too
+                context.close(promise: nil)
             }
         } else {
             let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
@@ -126,6 +145,17 @@ final class RequestLineSniffer<Inner: ServerChildChannel>: ChannelInboundHandler
                 }
             }
         }
+    }
+
+    /// Hummingbird's limits (HTTP1Channel.Configuration's defaults), so a head refused there
+    /// is refused here too.
+    private static var decoderLimits: NIOHTTPDecoderLimitConfiguration {
+        var limits = NIOHTTPDecoderLimitConfiguration()
+        let hummingbird = HTTP1Channel.Configuration().httpDecoder
+        limits.maxHeaderFieldSize = hummingbird.maxHeaderFieldSize
+        limits.maxHeaderListSize = hummingbird.maxHeaderListSize
+        limits.maxHeaderFieldCount = hummingbird.maxHeaderFieldCount
+        return limits
     }
 
     /// Passes what was read to the handlers just added, and leaves the pipeline.

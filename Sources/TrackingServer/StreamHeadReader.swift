@@ -30,4 +30,9 @@ final class StreamHeadReader: ChannelInboundHandler, RemovableChannelHandler {
         context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
         context.pipeline.syncOperations.removeHandler(name: decoderName, promise: nil)
     }
+
+    /// The decoder's errors travel towards the tail, past this handler: a head it cannot read.
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        connection.headUnreadable(error)
+    }
 }

@@ -1,6 +1,8 @@
 import Foundation
+import Synchronization
 import Testing
 import TrackingCore
+import TrackingServer
 import TrackingStore
 import TrackingTestSupport
 
@@ -144,6 +146,97 @@ struct StreamConnectionTests {
             try await connection.finishSending()
             // Left open, such a connection also held up the server's graceful shutdown for ever.
             _ = try await connection.wait("the server to close the abandoned connection") { _, closed in closed ? () : nil }
+        }
+    }
+
+    @Test("clients that leave while their stream opens leave no subscription behind")
+    func leavingWhileOpeningLeaksNothing() async throws {
+        try await LiveNode.run { live in
+            let setup = try await TestTenant.create(live.repository)
+            for _ in 0..<20 {
+                let connection = try await RawConnection.open(port: live.port)
+                try await connection.send(Self.streamRequest("/api/v1/stream", apiKey: setup.apiKey))
+                await connection.close()
+            }
+            let deadline = ContinuousClock.now + .seconds(20)
+            while live.node.hub.subscriberCount > 0, ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            #expect(live.node.hub.subscriberCount == 0, "subscriptions of streams whose clients left")
+        }
+    }
+
+    @Test("a stream request with an unreadable head is answered 400 in the JSON error shape, and closed")
+    func unreadableHead() async throws {
+        try await LiveNode.run { live in
+            let connection = try await RawConnection.open(port: live.port)
+            defer { Task { await connection.close() } }
+            try await connection.send("GET /api/v1/stream HTTP/1.1\r\nHost: localhost\r\nNot a header\r\n\r\n")
+            let answer = try await Self.response(on: connection, "the 400") { $0.complete }
+            #expect(answer.status == 400)
+            #expect(answer.body.contains(#""code":"bad_request""#), "\(answer.body)")
+            _ = try await connection.wait("the connection to close") { _, closed in closed ? () : nil }
+        }
+    }
+
+    @Test("a client that closes its side right after asking still gets the answer: the refusal, or the opening")
+    func halfCloseWhileOpening() async throws {
+        try await LiveNode.run { live in
+            let setup = try await TestTenant.create(live.repository)
+            let refused = try await RawConnection.open(port: live.port)
+            try await refused.send(Self.streamRequest("/api/v1/stream", apiKey: nil))
+            try await refused.finishSending()
+            let refusal = try await Self.response(on: refused, "the 401") { $0.complete }
+            #expect(refusal.status == 401)
+            await refused.close()
+
+            let opened = try await RawConnection.open(port: live.port)
+            try await opened.send(Self.streamRequest("/api/v1/stream", apiKey: setup.apiKey))
+            try await opened.finishSending()
+            let stream = try await opened.wait("the opening, then the end of the stream") { text, closed in
+                closed ? RawResponse(text) : nil
+            }
+            #expect(stream.status == 200)
+            #expect(stream.events.first?.event == "snapshot")
+            #expect(stream.complete, "the stream ends with the last chunk")
+            await opened.close()
+        }
+    }
+
+    @Test("a WebSocket upgrade of a stream path is Hummingbird's, not an SSE stream")
+    func upgradeOfStreamPath() async throws {
+        try await LiveNode.run { live in
+            let setup = try await TestTenant.create(live.repository)
+            let connection = try await RawConnection.open(port: live.port)
+            defer { Task { await connection.close() } }
+            try await connection.send("GET /api/v1/stream HTTP/1.1\r\nHost: localhost\r\nX-API-Key: \(setup.apiKey)\r\n"
+                + "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                + "Sec-WebSocket-Version: 13\r\n\r\n")
+            let answer = try await Self.response(on: connection, "the answer to the upgrade")
+            #expect(answer.headers["content-type"]?.hasPrefix("text/event-stream") != true, "\(answer.statusLine)")
+        }
+    }
+
+    @Test("a node that shuts down while streams are open and others are opening finishes shutting down, and no subscription is left")
+    func shutdownWithStreams() async throws {
+        let hub = Mutex<FanOutHub?>(nil)
+        let connections = Mutex<[RawConnection]>([])
+        try await LiveNode.run { live in
+            let setup = try await TestTenant.create(live.repository)
+            hub.withLock { $0 = live.node.hub }
+            for opened in 0..<15 {
+                let connection = try await RawConnection.open(port: live.port)
+                connections.withLock { $0.append(connection) }
+                try await connection.send(Self.streamRequest("/api/v1/stream", apiKey: setup.apiKey))
+                // Five are live; ten are still opening (authenticating, subscribing) when the node stops.
+                if opened < 5 { _ = try await Self.response(on: connection, "an opening") { !$0.events.isEmpty } }
+            }
+        }
+        // Returning at all is the point: the streams let go before the pool and the listener stopped.
+        #expect(hub.withLock { $0 }?.subscriberCount == 0)
+        for connection in connections.withLock({ $0 }) {
+            _ = try await connection.wait("the node to close the stream") { _, closed in closed ? () : nil }
+            await connection.close()
         }
     }
 }
