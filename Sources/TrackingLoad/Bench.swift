@@ -135,6 +135,11 @@ public struct Bench: Sendable {
         var report = BenchReport(plan: plan, target: baseURL)
         let window = ResourceWindow(serverPID: serverPID)
 
+        // First, while the server is fresh: memory that later phases free would be reused by
+        // the idle streams and make them look cheaper than they are.
+        if plan.phases.contains("idle") {
+            report.idle = try await idle(repository: repository, http: http, tag: tag)
+        }
         if plan.phases.contains("ingest") {
             for size in [1, plan.batchSize] {
                 let raw = try await ingestRaw(fleet: fleet, baseline: baseline, fixesPerRequest: size)
@@ -156,9 +161,6 @@ public struct Bench: Sendable {
         }
         if plan.phases.contains("snapshot") {
             report.snapshot = try await snapshot(repository: repository, baseline: baseline, http: http, tag: tag)
-        }
-        if plan.phases.contains("idle") {
-            report.idle = try await idle(repository: repository, http: http, tag: tag)
         }
         report.resources = window.finish()
         return report

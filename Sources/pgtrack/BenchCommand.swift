@@ -12,7 +12,7 @@ struct Bench: AsyncParsableCommand {
             to PostgreSQL through the same triggers, --workers at a time. latency: POST → SSE beside INSERT → NOTIFY → LISTEN \
             at --latency-rate. fanout: rows inserted into PostgreSQL reach --fanout-clients SSE clients and one raw LISTEN \
             client. snapshot: a gzip snapshot of --snapshot-devices latest positions. idle: server RSS per open SSE \
-            connection at each --idle-connections count. Without --target a `pgtrack serve` child is started.
+            connection at each --idle-connections count; it runs first, while the server is fresh. Without --target a `pgtrack serve` child is started.
             """)
 
     @Option(help: "Concurrent writers in the ingest phase.") var workers = 16
