@@ -11,10 +11,9 @@ import TrackingCore
 /// `StreamFirstChannel`), with the same checks, answers and events as the routes.
 ///
 /// The work of opening a stream (authentication, subscription, the snapshot or replay) runs in
-/// the connection's task, which then ends; the live part runs in a task of its own that starts
-/// with an empty stack. A Swift task keeps the stack memory of the deepest call it ever made, so
-/// an idle stream now holds only the live loop's frames instead of Hummingbird's request chain
-/// plus the opening's database calls.
+/// the connection's task, which then ends; the live part is `StreamConnection`'s, on the event
+/// loop. A Swift task keeps the stack memory of the deepest call it ever made for as long as it
+/// lives, so an open stream holds no task at all. `open` counts the streams for the shutdown.
 struct EventLoopStreams: Sendable {
     let routes: StreamRoutes
     let serverName: String
