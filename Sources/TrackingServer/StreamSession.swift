@@ -32,7 +32,8 @@ struct StreamViewer: Sendable {
     let user: UUID?
 }
 
-/// One SSE client: snapshot or replay, then live events from its mailbox, de-duplicated by seq
+/// One SSE client (what is written; `live` or `StreamConnection` drives it): snapshot or replay,
+/// then live events from its mailbox, de-duplicated by seq
 /// and filtered by what the viewer may see; a heartbeat comment every 15 s; on mailbox overflow
 /// a `reset` with a fresh snapshot. When the viewer's scope changes the session sends `remove`
 /// for devices no longer visible and `add` for newly visible ones, without replaying history.
@@ -91,8 +92,8 @@ struct StreamSession {
 
     /// Live events until `ending` ends the stream, the viewer is deleted or writing fails; then
     /// the subscription is cancelled and the body finished. Every path ends the subscription.
-    /// The loop is written out here, not in a helper: on an idle stream this is the whole of its
-    /// task's stack, which the task keeps for as long as the stream is open.
+    /// For a stream on a keep-alive connection, run by Hummingbird's task for the connection;
+    /// a stream that opens its connection is written by `StreamConnection` instead.
     func live<Writer: ResponseBodyWriter>(_ progress: Progress, ending: Ending, writer: inout Writer) async throws {
         var progress = progress
         do {
@@ -122,10 +123,8 @@ struct StreamSession {
     }
 
     /// Too slow to keep up: subscribe afresh, then start over from a snapshot. A scope change
-    /// may have been dropped with the backlog, so re-read it too. Not inlined, like
-    /// `recheckScope`: a task keeps the stack of its deepest call, and an idle stream's task
-    /// should hold only the loop's frame.
-    @inline(never)
+    /// may have been dropped with the backlog, so re-read it too. Also a step of
+    /// `StreamConnection`, run in a short task.
     func resynchronise<Writer: ResponseBodyWriter>(_ progress: inout Progress, writer: inout Writer) async throws {
         logger.info("stream client fell behind; sending reset", metadata: ["topic": "\(topic)"])
         let previous = progress.subscription
@@ -142,7 +141,6 @@ struct StreamSession {
 
     /// The viewer's scope may have changed: re-read it and, if what they may see changed, send
     /// `remove` / `add` for the difference as of a fresh snapshot.
-    @inline(never)
     func recheckScope<Writer: ResponseBodyWriter>(_ progress: inout StreamProgress, viewer: inout StreamViewer, writer: inout Writer) async throws {
         guard let user = viewer.user else { return }
         let old = viewer.filter
