@@ -28,16 +28,21 @@ public struct LocalCluster: Sendable {
     public let listenOnLoopback: Bool
     /// Tests trade durability for speed (fsync off); a service keeps the defaults.
     public let durable: Bool
+    /// The test suite runs many nodes at once, each with its pool and listener: it peaked at 978
+    /// connections, so its cluster allows more than a service's.
+    public let maxConnections: Int
     public let databaseName: String
     let binDirectory: URL
     let logger: Logger
 
     public init(root: URL, port: Int = 54329, listenOnLoopback: Bool = true, durable: Bool = true,
+                maxConnections: Int = 1_000,
                 databaseName: String = "pgtrack", logger: Logger = Logger(label: "pgtrack.cluster")) throws(Failure) {
         self.root = root.standardizedFileURL
         self.port = port
         self.listenOnLoopback = listenOnLoopback
         self.durable = durable
+        self.maxConnections = maxConnections
         self.databaseName = databaseName
         self.binDirectory = try Self.findBinDirectory()
         self.logger = logger
@@ -107,7 +112,7 @@ public struct LocalCluster: Sendable {
             "port = \(port)",
             "unix_socket_directories = '\(socketDirectory.path)'",
             "listen_addresses = '\(listenOnLoopback ? "127.0.0.1" : "")'",
-            "max_connections = 1000",
+            "max_connections = \(maxConnections)",
             "timezone = 'UTC'",
         ]
         if !durable {

@@ -51,7 +51,7 @@ public enum TestCluster {
         let root = URL(fileURLWithPath: NSTemporaryDirectory())
             .appendingPathComponent("pgtrack-test-\(getpid())-\(UUID().uuidString.prefix(8))")
         let cluster = try LocalCluster(root: root, port: 5432, listenOnLoopback: false, durable: false,
-                                       databaseName: template, logger: logger)
+                                       maxConnections: 2_500, databaseName: template, logger: logger)
         clusterForCleanup = (root.path, cluster)
         atexit {
             guard let (path, cluster) = TestCluster.clusterForCleanup else { return }
