@@ -57,18 +57,9 @@ struct EventLoopStreams: Sendable {
 
     /// The JSON error the routes would give, then the connection closes.
     private func answer(_ error: APIError, to version: HTTPVersion, on channel: any Channel) async {
-        let body = ByteBuffer(string: error.jsonBody)
-        let headers: HTTPHeaders = [
-            "Content-Type": "application/json; charset=utf-8",
-            "Content-Length": String(body.readableBytes),
-            "Connection": "close",
-            "Server": serverName,
-            "Date": Self.httpDate(),
-        ]
-        channel.write(HTTPServerResponsePart.head(HTTPResponseHead(version: version, status: .init(statusCode: error.status),
-                                                                   headers: headers)), promise: nil)
-        channel.write(HTTPServerResponsePart.body(.byteBuffer(body)), promise: nil)
-        try? await channel.writeAndFlush(HTTPServerResponsePart.end(nil))
+        let parts = error.closingResponseParts(version: version, extraHeaders: [("Server", serverName), ("Date", Self.httpDate())])
+        for part in parts.dropLast() { channel.write(part, promise: nil) }
+        try? await channel.writeAndFlush(parts.last!)
         try? await channel.close()
     }
 

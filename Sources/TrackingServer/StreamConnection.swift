@@ -116,13 +116,9 @@ final class StreamConnection: ChannelInboundHandler, MailboxConsumer, @unchecked
     private func refuseUnreadable() {
         phase = .finished
         guard let context else { return }
-        let body = ByteBuffer(string: APIError(status: 400, code: "bad_request",
-                                               message: "The request is not valid HTTP/1.1.").jsonBody)
-        let headers: HTTPHeaders = ["Content-Type": "application/json; charset=utf-8",
-                                    "Content-Length": String(body.readableBytes), "Connection": "close"]
-        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .badRequest, headers: headers))), promise: nil)
-        context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
-        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        let refusal = APIError(status: 400, code: "bad_request", message: "The request is not valid HTTP/1.1.")
+        for part in refusal.closingResponseParts(version: .http1_1) { context.write(wrapOutboundOut(part), promise: nil) }
+        context.flush()
         context.close(promise: nil)
     }
 
