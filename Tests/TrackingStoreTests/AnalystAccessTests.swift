@@ -20,13 +20,17 @@ struct AnalystAccessTests {
             try await client.run("SELECT pgtrack_trip_accept(\(tenant), \("trip-" + tenant), \(setup.device.id))")
             try await TimeSeries.insert(TimeSeries.track(device: setup.device.id, start: TimeSeries.midnight(-3), count: 30,
                                                          longitude: longitude), tenant: tenant, client: client)
-            try await TimeSeries.insert(TimeSeries.track(device: setup.device.id, start: Date().addingTimeInterval(-300),
+            // "Today" is the current UTC day: just after midnight, now() - 5 minutes is yesterday, and
+            // the views would put the fixes and the visit on a day the test does not read.
+            let todayStart = TimeSeries.midnight(0)
+            try await TimeSeries.insert(TimeSeries.track(device: setup.device.id, start: max(Date().addingTimeInterval(-300), todayStart + 1),
                                                          count: 20, longitude: longitude), tenant: tenant, client: client)
             try await client.run("SELECT pgtrack_trip_finish(\(tenant), \("trip-" + tenant), 'completed')")
             try await client.run("""
                 SELECT pgtrack_sync_apply(\(tenant), '{"op":"c","after":{"id":1,"name":"A"},"source":{"table":"accounts","ts_ms":1763900000000,"lsn":1}}')
                 """)
-            // A driver of the device whose route had one visit completed 20 minutes after arrival, today.
+            // A driver of the device whose route had one visit completed 20 minutes after arrival, today
+            // (completed 10 minutes before now, or a minute after midnight when it is earlier than 00:11).
             try await client.run("""
                 SELECT pgtrack_sync_apply(\(tenant), '{"op":"c","after":{"id":"c1","name":"Shop","latitude":52.5,"longitude":13.4},"source":{"table":"customers","ts_ms":1763900000000,"lsn":2}}')
                 """)
@@ -35,8 +39,9 @@ struct AnalystAccessTests {
                      r AS (INSERT INTO routes (tenant_id, driver_id, scheduled_date) SELECT \(tenant), id, current_date FROM d RETURNING id)
                 INSERT INTO visits (tenant_id, route_id, customer_id, sequence, status, window_start, window_end,
                                     arrived_at, completed_at)
-                SELECT \(tenant), id, 'c1', 1, 'completed', now() - interval '2 hours', now() - interval '1 hour',
-                       now() - interval '30 minutes', now() - interval '10 minutes' FROM r
+                SELECT \(tenant), id, 'c1', 1, 'completed', a - interval '2 hours', a - interval '1 hour',
+                       a - interval '30 minutes', a - interval '10 minutes'
+                  FROM r, (SELECT greatest(now(), \(todayStart)::timestamptz + interval '11 minutes') AS a) AS anchor
                 """)
         }
         _ = try await Maintenance(client: client, logger: TestCluster.logger).run(daysBack: 30, daysAhead: 7)
