@@ -17,11 +17,15 @@ RETURNS TABLE (ids bigint[], filtering text[])
 -- planned again on every call.
 LANGUAGE plpgsql AS $$
 BEGIN
+    -- This INSERT attaches fixes without a booking to their device's running trip itself
+    -- (the join below, set-based), so the per-row trigger of SQL/060 stands aside for it; the
+    -- setting is switched off again before anything else in the transaction inserts.
+    PERFORM set_config('pgtrack.trips_attached', 'on', true);
     RETURN QUERY
     WITH inserted AS (
         INSERT INTO positions (tenant_id, device_id, booking_id, fix_time, location,
                                speed, heading, altitude, accuracy, battery, attributes)
-        SELECT p.tenant, p.device, p.booking_id, to_timestamp(p.t),
+        SELECT p.tenant, p.device, coalesce(p.booking_id, running.booking_id), to_timestamp(p.t),
                ST_SetSRID(ST_MakePoint(p.lon, p.lat), 4326)::geography,
                p.speed, p.heading, p.altitude, p.accuracy, p.battery, p.attributes
           FROM ROWS FROM (jsonb_to_recordset(p_rows) AS (
@@ -29,11 +33,15 @@ BEGIN
                    altitude float8, accuracy float8, battery float8, booking_id text, attributes jsonb))
                WITH ORDINALITY AS p(tenant, device, lat, lon, t, speed, heading, altitude, accuracy, battery,
                                     booking_id, attributes, ord)
+          -- At most one: trips_one_active_per_device.
+          LEFT JOIN trips running ON p.booking_id IS NULL AND running.device_id = p.device
+                                 AND running.tenant_id = p.tenant AND running.status IN ('accepted', 'in_progress')
          ORDER BY p.ord
         RETURNING positions.id, positions.tenant_id
     )
     SELECT coalesce((SELECT array_agg(i.id ORDER BY i.id) FROM inserted i), '{}'),
            ARRAY(SELECT t.id FROM tenants t
                   WHERE t.id IN (SELECT DISTINCT i.tenant_id FROM inserted i) AND pgtrack_filters_enabled(t));
+    PERFORM set_config('pgtrack.trips_attached', 'off', true);
 END
 $$;

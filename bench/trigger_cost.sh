@@ -8,7 +8,8 @@
 #   5 rows, 1 tenant     five fixes of one tenant
 #   60 rows, 1 tenant    a batch
 # and the latency of one-row inserts at 50/s from one client (a machine that is mostly idle),
-# and the same 60 rows into a plain table with positions' columns and indexes but no
+# the same 60 rows into positions with its triggers and foreign key off (the role must be a
+# superuser for that case), and into a plain table with positions' columns and indexes but no
 # triggers, partitions or foreign keys (what storing the rows alone costs).
 #
 #   DATABASE_URL=postgres://… bench/trigger_cost.sh [seconds per case, default 10]
@@ -64,6 +65,14 @@ cat > "$work/sixty.sql" <<SQL
 \set t random(1, 10)
 INSERT INTO positions ($columns) SELECT $values FROM bench_trig_devices WHERE t = :t;
 SQL
+# The same 60 rows into positions itself with every trigger off, the foreign key's included
+# (session_replication_role = replica, which needs a superuser): what storing a fix in
+# positions costs before any of pgtrack's work, the floor of any trigger design.
+cat > "$work/sixty_no_triggers.sql" <<SQL
+\set t random(1, 10)
+SET session_replication_role = replica;
+INSERT INTO positions ($columns) SELECT $values FROM bench_trig_devices WHERE t = :t;
+SQL
 cat > "$work/sixty_plain.sql" <<SQL
 \set t random(1, 10)
 INSERT INTO bench_plain_positions ($columns) SELECT $values FROM bench_trig_devices WHERE t = :t;
@@ -82,6 +91,7 @@ run one.sql 1 "1 row"
 run five_tenants.sql 5 "5 rows, 5 tenants"
 run five_one_tenant.sql 5 "5 rows, 1 tenant"
 run sixty.sql 60 "60 rows, 1 tenant"
+run sixty_no_triggers.sql 60 "60 rows, positions, triggers off"
 run sixty_plain.sql 60 "60 rows, plain table (no triggers)"
 latency=$(pgbench -n -c 1 -R 50 -T "$seconds" -f "$work/one.sql" "$DATABASE_URL" 2>/dev/null \
           | awk '/^latency average/ {print $4}')
