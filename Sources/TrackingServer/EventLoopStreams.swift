@@ -51,16 +51,17 @@ struct EventLoopStreams: Sendable {
                 stream.channel.close(promise: nil)
                 return
             }
-            await answer(APIError(answering: error, to: request, logger: logger), to: stream.version, on: stream.channel)
+            answer(APIError(answering: error, to: request, logger: logger), to: stream.version, on: stream.channel)
         }
     }
 
-    /// The JSON error the routes would give, then the connection closes.
-    private func answer(_ error: APIError, to version: HTTPVersion, on channel: any Channel) async {
+    /// The JSON error the routes would give, then the connection closes. The close follows the
+    /// write on the event loop, not after this task resumes: on a loaded machine a task can
+    /// wait long for a thread, and the client would wait as long for the close.
+    private func answer(_ error: APIError, to version: HTTPVersion, on channel: any Channel) {
         let parts = error.closingResponseParts(version: version, extraHeaders: [("Server", serverName), ("Date", Self.httpDate())])
         for part in parts.dropLast() { channel.write(part, promise: nil) }
-        try? await channel.writeAndFlush(parts.last!)
-        try? await channel.close()
+        channel.writeAndFlush(parts.last!).whenComplete { _ in channel.close(promise: nil) }
     }
 
     /// `Date` in the HTTP format (RFC 9110 IMF-fixdate).

@@ -45,6 +45,21 @@ final class RawConnection: Sendable {
         received.state.withLock { (String(decoding: $0.bytes, as: UTF8.self), $0.closed) }
     }
 
+    /// Waits until `probe` finds what it looks for in the raw bytes received so far (for
+    /// binary protocols such as WebSocket frames, which a String would mangle).
+    func waitBytes<T>(_ what: String, timeout: Duration = .seconds(20), _ probe: ([UInt8], Bool) -> T?) async throws -> T {
+        let deadline = ContinuousClock.now + timeout
+        while true {
+            let (bytes, closed) = received.state.withLock { ($0.bytes, $0.closed) }
+            if let found = probe(bytes, closed) { return found }
+            guard ContinuousClock.now < deadline else {
+                throw SSEClientError(description: "timed out waiting for \(what); received \(bytes.count) bytes: "
+                                     + String(decoding: bytes.suffix(600), as: UTF8.self))
+            }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+    }
+
     /// Waits until `probe` finds what it looks for in the bytes received so far.
     func wait<T>(_ what: String, timeout: Duration = .seconds(20), _ probe: (String, Bool) -> T?) async throws -> T {
         let deadline = ContinuousClock.now + timeout

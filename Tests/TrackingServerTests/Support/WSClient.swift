@@ -290,12 +290,60 @@ final class WSSockets: Sendable {
         return socket
     }
 
-    /// Opens `path` expecting a refusal: one `error` message, then the server's close.
+    /// Opens `path` expecting a refusal: the 101, one `error` message, then the server's close.
+    /// Read off a raw TCP connection: swift-nio's client upgrader (under HummingbirdWSClient)
+    /// loses frames that arrive in the same read as the 101, which a loaded machine makes
+    /// likely however long the server waits before it speaks (`WebSocketRoutes.firstFrameDelay`).
     func refusal(_ path: String, apiKey: String? = nil, bearer: String? = nil) async throws -> Refusal {
-        let socket = try await open(path, apiKey: apiKey, bearer: bearer)
-        let message = try await socket.next("the refusal of \(path)")
-        let closed = try await socket.closed()
-        return Refusal(message: message, code: closed.code, reason: closed.reason)
+        let connection = try await RawConnection.open(port: live.port)
+        defer { Task { await connection.close() } }
+        var request = "GET \(path) HTTP/1.1\r\nHost: 127.0.0.1:\(live.port)\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            + "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+        if let apiKey { request += "X-API-Key: \(apiKey)\r\n" }
+        if let bearer { request += "Authorization: Bearer \(bearer)\r\n" }
+        try await connection.send(request + "\r\n")
+        let frames = try await connection.waitBytes("the refusal of \(path)") { bytes, closed -> [ServerFrame]? in
+            guard let headEnd = bytes.firstRange(of: Array("\r\n\r\n".utf8)) else { return nil }
+            let frames = ServerFrame.parse(bytes[headEnd.upperBound...])
+            return frames.contains { $0.opcode == 0x8 } || closed ? frames : nil
+        }
+        let head = try await connection.wait("the upgrade answer") { text, _ in text.split(separator: "\r\n").first.map(String.init) }
+        try #require(head.hasPrefix("HTTP/1.1 101"), "the upgrade goes on, the refusal comes on the socket: \(head)")
+        let text = try #require(frames.first { $0.opcode == 0x1 }, "no text frame before the close of \(path)")
+        let close = try #require(frames.first { $0.opcode == 0x8 }, "no close frame on \(path)")
+        let code = close.payload.count >= 2 ? Int(close.payload[0]) << 8 | Int(close.payload[1]) : nil
+        return Refusal(message: WSMessage(text: String(decoding: text.payload, as: UTF8.self)),
+                       code: code.map { WebSocketErrorCode(codeNumber: $0) },
+                       reason: close.payload.count > 2 ? String(decoding: close.payload.dropFirst(2), as: UTF8.self) : nil)
+    }
+
+    /// One unmasked frame as a server sends it (RFC 6455 §5.2).
+    struct ServerFrame {
+        let opcode: UInt8
+        let payload: [UInt8]
+
+        /// The complete frames at the start of `bytes`.
+        static func parse(_ bytes: ArraySlice<UInt8>) -> [ServerFrame] {
+            var frames: [ServerFrame] = []
+            var at = bytes.startIndex
+            while bytes.endIndex - at >= 2 {
+                var length = Int(bytes[at + 1] & 0x7f)
+                var start = at + 2
+                if length == 126 {
+                    guard bytes.endIndex - at >= 4 else { break }
+                    length = Int(bytes[at + 2]) << 8 | Int(bytes[at + 3])
+                    start = at + 4
+                } else if length == 127 {
+                    guard bytes.endIndex - at >= 10 else { break }
+                    length = (2..<10).reduce(0) { $0 << 8 | Int(bytes[at + $1]) }
+                    start = at + 10
+                }
+                guard bytes.endIndex - start >= length else { break }
+                frames.append(ServerFrame(opcode: bytes[at] & 0x0f, payload: Array(bytes[start..<start + length])))
+                at = start + length
+            }
+            return frames
+        }
     }
 
     struct Refusal {
