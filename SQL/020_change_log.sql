@@ -46,8 +46,8 @@ LANGUAGE sql STABLE PARALLEL SAFE AS $$
     -- "attributes":null, as before.
     SELECT ltrim(concat(',"device_id":"' || device_id || '"',
                         ',"booking_id":' || to_json(booking_id),
-                        ',"latitude":' || round(ST_Y(location::geometry)::numeric, 7)::float8,
-                        ',"longitude":' || round(ST_X(location::geometry)::numeric, 7)::float8,
+                        ',"latitude":' || to_json(round(ST_Y(location::geometry)::numeric, 7)::float8),
+                        ',"longitude":' || to_json(round(ST_X(location::geometry)::numeric, 7)::float8),
                         ',"timestamp":"' || pgtrack_iso_time(fix_time) || '"',
                         ',"received_at":"' || pgtrack_iso_time(received_at) || '"',
                         ',"speed":' || to_json(speed),
@@ -101,13 +101,14 @@ BEGIN
     FOR grp IN
         WITH logged AS MATERIALIZED (
             SELECT c.tenant_id, c.seq, c.kind, c.booking_id,
-                   -- Only a tenant range small enough to go inline builds its events: for a
-                   -- 100-fix batch they were 0.6 ms of JSON (a fifth of the statement) that
-                   -- the size check then threw away. A booking's share of a larger range
-                   -- goes by range too: its listener reads those rows from change_log.
+                   -- Events are built only where they may go inline: a tenant range small
+                   -- enough, or a booking's rows (a booking's share of a large batch is often
+                   -- small, and inline it spares every node listening to it a read). For a
+                   -- 100-fix batch without bookings they were 0.6 ms of JSON, a fifth of the
+                   -- statement, that the size check then threw away.
                    CASE WHEN r.last_seq - r.first_seq <= inline_rows THEN
                        jsonb_build_object('s', c.seq, 'k', c.kind, 'd', c.payload::text) END AS bare,
-                   CASE WHEN r.last_seq - r.first_seq <= inline_rows THEN
+                   CASE WHEN r.last_seq - r.first_seq <= inline_rows OR c.booking_id IS NOT NULL THEN
                        jsonb_strip_nulls(jsonb_build_object('s', c.seq, 'k', c.kind, 'd', c.payload::text,
                            'v', c.device_id, 'g', c.device_group, 'r', c.device_grade, 'o', c.route_id)) END AS event
               FROM unnest(p_tenants, p_first, p_last) AS r(tenant_id, first_seq, last_seq)

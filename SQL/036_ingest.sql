@@ -18,9 +18,10 @@ RETURNS TABLE (ids bigint[], filtering text[])
 LANGUAGE plpgsql AS $$
 BEGIN
     -- This INSERT attaches fixes without a booking to their device's running trip itself
-    -- (the join below, set-based), so the per-row trigger of SQL/060 stands aside for it; the
-    -- setting is switched off again before anything else in the transaction inserts.
-    PERFORM set_config('pgtrack.trips_attached', 'on', true);
+    -- (the join below, set-based), so the per-row trigger of SQL/060 stands aside for it: the
+    -- setting names this statement (its start time), so a value set by hand or left behind
+    -- matches no other statement, and it is cleared before anything else in the transaction.
+    PERFORM set_config('pgtrack.trips_attached', statement_timestamp()::text, true);
     RETURN QUERY
     WITH inserted AS (
         INSERT INTO positions (tenant_id, device_id, booking_id, fix_time, location,
@@ -42,6 +43,6 @@ BEGIN
     SELECT coalesce((SELECT array_agg(i.id ORDER BY i.id) FROM inserted i), '{}'),
            ARRAY(SELECT t.id FROM tenants t
                   WHERE t.id IN (SELECT DISTINCT i.tenant_id FROM inserted i) AND pgtrack_filters_enabled(t));
-    PERFORM set_config('pgtrack.trips_attached', 'off', true);
+    PERFORM set_config('pgtrack.trips_attached', '', true);
 END
 $$;

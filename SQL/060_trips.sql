@@ -266,9 +266,10 @@ $$;
 
 -- A position without a booking, from a device running a trip, belongs to that trip.
 -- The REST ingest (pgtrack_ingest_positions, SQL/036) attaches its rows itself, in the
--- INSERT's own SELECT, and says so with pgtrack.trips_attached for the length of that
--- statement: the row trigger was ~5 µs of a fix's ~45 µs in 100-fix batches
--- (bench/trigger_cost.sh). Every other writer still gets the trigger.
+-- INSERT's own SELECT, and says so by setting pgtrack.trips_attached to its statement's start
+-- time for the length of that statement: the row trigger cost ~5 µs of a fix's ~45 µs in
+-- 100-fix batches (pgbench with the trigger on and off, the shape of bench/trigger_cost.sh).
+-- Every other writer still gets the trigger.
 CREATE OR REPLACE FUNCTION pgtrack_positions_attach_trip() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
@@ -280,7 +281,8 @@ $$;
 
 DROP TRIGGER IF EXISTS positions_attach_trip ON positions;
 CREATE TRIGGER positions_attach_trip BEFORE INSERT ON positions
-    FOR EACH ROW WHEN (NEW.booking_id IS NULL AND current_setting('pgtrack.trips_attached', true) IS DISTINCT FROM 'on')
+    FOR EACH ROW WHEN (NEW.booking_id IS NULL
+                       AND current_setting('pgtrack.trips_attached', true) IS DISTINCT FROM statement_timestamp()::text)
     EXECUTE FUNCTION pgtrack_positions_attach_trip();
 
 -- After the positions are logged (the trigger named positions_after_insert fires first: AFTER

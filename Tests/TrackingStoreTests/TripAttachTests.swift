@@ -9,7 +9,7 @@ import TrackingTestSupport
 /// REST ingest attached them itself (pgtrack_ingest_positions) or the row trigger did.
 @Suite("positions: attaching fixes to the device's running trip")
 struct TripAttachTests {
-    @Test("the ingest function attaches its rows; a plain INSERT after it in the same transaction is still attached by the trigger")
+    @Test("the ingest function attaches its rows; a plain INSERT after it in the same transaction, with the setting set by hand, is still attached by the trigger")
     func ingestThenPlainInsert() async throws {
         let url = try await TestCluster.freshDatabase()
         try await TestCluster.withClient(url) { client in
@@ -25,6 +25,8 @@ struct TripAttachTests {
                 try await connection.query("SELECT pgtrack_ingest_positions(\(rows)::jsonb)", logger: TestCluster.logger)
                 let setting = try await connection.query("SELECT current_setting('pgtrack.trips_attached', true)",
                                                          logger: TestCluster.logger).decode(String?.self).first { _ in true }
+                // A value set by hand (or left by anything else) does not name this statement.
+                try await connection.query("SET LOCAL pgtrack.trips_attached = 'on'", logger: TestCluster.logger)
                 try await connection.query("""
                     INSERT INTO positions (tenant_id, device_id, fix_time, location)
                     VALUES ('acme', \(setup.device.id), now() - interval '1 second', ST_SetSRID(ST_MakePoint(13.4, 52.5), 4326)::geography)
@@ -32,7 +34,7 @@ struct TripAttachTests {
                 try await connection.query("COMMIT", logger: TestCluster.logger)
                 return setting
             }
-            #expect(settingAfter == "off", "the ingest function hands the trigger back its job")
+            #expect(settingAfter == "", "the ingest function hands the trigger back its job")
             var bookings: [(Bool, String?)] = []
             for try await row in try await client.query("""
                 SELECT device_id = \(setup.device.id), booking_id FROM positions ORDER BY id

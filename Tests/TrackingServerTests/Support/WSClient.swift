@@ -302,13 +302,14 @@ final class WSSockets: Sendable {
         if let apiKey { request += "X-API-Key: \(apiKey)\r\n" }
         if let bearer { request += "Authorization: Bearer \(bearer)\r\n" }
         try await connection.send(request + "\r\n")
-        let frames = try await connection.waitBytes("the refusal of \(path)") { bytes, closed -> [ServerFrame]? in
+        let (head, frames) = try await connection.waitBytes("the refusal of \(path)") { bytes, closed -> (String, [ServerFrame])? in
             guard let headEnd = bytes.firstRange(of: Array("\r\n\r\n".utf8)) else { return nil }
+            let head = String(decoding: bytes[..<headEnd.lowerBound], as: UTF8.self)
+            guard head.hasPrefix("HTTP/1.1 101") else { return (head, []) }  // no upgrade: fail below, now
             let frames = ServerFrame.parse(bytes[headEnd.upperBound...])
-            return frames.contains { $0.opcode == 0x8 } || closed ? frames : nil
+            return frames.contains { $0.opcode == 0x8 } || closed ? (head, frames) : nil
         }
-        let head = try await connection.wait("the upgrade answer") { text, _ in text.split(separator: "\r\n").first.map(String.init) }
-        try #require(head.hasPrefix("HTTP/1.1 101"), "the upgrade goes on, the refusal comes on the socket: \(head)")
+        try #require(head.hasPrefix("HTTP/1.1 101"), "the upgrade goes on, the refusal comes on the socket: \(head.prefix(300))")
         let text = try #require(frames.first { $0.opcode == 0x1 }, "no text frame before the close of \(path)")
         let close = try #require(frames.first { $0.opcode == 0x8 }, "no close frame on \(path)")
         let code = close.payload.count >= 2 ? Int(close.payload[0]) << 8 | Int(close.payload[1]) : nil
@@ -338,7 +339,7 @@ final class WSSockets: Sendable {
                     length = (2..<10).reduce(0) { $0 << 8 | Int(bytes[at + $1]) }
                     start = at + 10
                 }
-                guard bytes.endIndex - start >= length else { break }
+                guard length >= 0, bytes.endIndex - start >= length else { break }
                 frames.append(ServerFrame(opcode: bytes[at] & 0x0f, payload: Array(bytes[start..<start + length])))
                 at = start + length
             }
