@@ -35,23 +35,32 @@ struct LiveNode: Sendable {
             configuration: configuration,
             database: DatabaseConnectionSettings(url: url, maximumConnections: 10),
             logger: TestCluster.logger)
-        try await app.test(.live) { client in
+        // The body's failure comes back as a value, not thrown through `app.test`: an error
+        // thrown there leaves HummingbirdTesting's task group and *cancels* the node's service
+        // group instead of shutting it down in order. The pool's run() then ends while the
+        // server still drains requests, requests waiting for a connection (or for a shared
+        // snapshot query waiting for one) never get it, and the test hung for ever instead of
+        // failing (seen as a stalled full run: a node with connections in CLOSE-WAIT and no
+        // database sessions at all).
+        let outcome: Result<Void, any Error> = try await app.test(.live) { client in
             let port = try #require(client.port)
             var pool = HTTPClient.Configuration.ConnectionPool(idleTimeout: .seconds(30))
             pool.concurrentHTTP1ConnectionsPerHostSoftLimit = 64
             let http = HTTPClient(eventLoopGroupProvider: .singleton,
                                   configuration: .init(timeout: .init(connect: .seconds(10)), connectionPool: pool))
             let live = LiveNode(http: http, port: port, node: node, databaseURL: url, streams: StreamRegistry())
+            let outcome: Result<Void, any Error>
             do {
                 try await body(live)
+                outcome = .success(())
             } catch {
-                await live.streams.closeAll()
-                try? await http.shutdown()
-                throw error
+                outcome = .failure(error)
             }
             await live.streams.closeAll()
-            try await http.shutdown()
+            try? await http.shutdown()
+            return outcome
         }
+        try outcome.get()
     }
 
     // MARK: Streams
