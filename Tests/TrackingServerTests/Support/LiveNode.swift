@@ -46,8 +46,12 @@ struct LiveNode: Sendable {
             let port = try #require(client.port)
             var pool = HTTPClient.Configuration.ConnectionPool(idleTimeout: .seconds(30))
             pool.concurrentHTTP1ConnectionsPerHostSoftLimit = 64
+            // The connect timeout is also how long a request may wait for one of the 64
+            // connections: 200 simultaneous requests on a machine busy with the whole suite
+            // waited longer than 10 s (getConnectionFromPoolTimeout in a CI run). A request
+            // that never gets an answer still fails the test at its time limit.
             let http = HTTPClient(eventLoopGroupProvider: .singleton,
-                                  configuration: .init(timeout: .init(connect: .seconds(10)), connectionPool: pool))
+                                  configuration: .init(timeout: .init(connect: .seconds(30)), connectionPool: pool))
             let live = LiveNode(http: http, port: port, node: node, databaseURL: url, streams: StreamRegistry())
             let outcome: Result<Void, any Error>
             do {
