@@ -29,11 +29,12 @@ $$;
 
 -- The members of one position's JSON object, as JSON text without its braces: the one list of
 -- a position's fields, for location_update events (SQL/030 wraps it in the event's text),
--- snapshots and the REST API (pgtrack_position_json). Built as text: jsonb_build_object turns
--- every float into numeric and strips nulls in a second pass, and cost 7.7 µs per fix against
--- 2.7 µs for this (100,000 rows, SELECT count(*) of each expression); absent fields are left
--- out as jsonb_strip_nulls did. to_json quotes strings and writes a non-finite float as a
--- string ("Infinity"), as jsonb_build_object did.
+-- snapshots and the REST API (pgtrack_position_json). Built as text and parsed once:
+-- jsonb_build_object turns every float into numeric, jsonb_strip_nulls and || each build the
+-- object again, and that was the largest part of a change-log row's cost (with the doorbell
+-- change below, bench/trigger_cost.sh's 60-row case went from 70–76 to 57 µs per row).
+-- Absent fields are left out as jsonb_strip_nulls did. to_json quotes strings and writes a
+-- non-finite float as a string ("Infinity"), as jsonb_build_object did.
 CREATE OR REPLACE FUNCTION pgtrack_position_fields(
     device_id uuid, booking_id text, fix_time timestamptz, received_at timestamptz,
     location geography, speed double precision, heading double precision,
@@ -111,8 +112,8 @@ BEGIN
                    -- Events are built only where they may go inline: a tenant range small
                    -- enough, or a booking's rows (a booking's share of a large batch is often
                    -- small, and inline it spares every node listening to it a read). For a
-                   -- 100-fix batch without bookings they were 0.6 ms of JSON, a fifth of the
-                   -- statement, that the size check then threw away.
+                   -- 100-fix batch without bookings they were JSON the size check then threw
+                   -- away (bench/trigger_profile.sh shows this statement's share).
                    CASE WHEN r.last_seq - r.first_seq <= inline_rows THEN
                        jsonb_build_object('s', c.seq, 'k', c.kind, 'd', c.payload::text) END AS bare,
                    CASE WHEN r.last_seq - r.first_seq <= inline_rows OR c.booking_id IS NOT NULL THEN

@@ -104,8 +104,7 @@ BEGIN
     ), logged AS (
         INSERT INTO change_log (tenant_id, seq, kind, device_id, booking_id, payload, device_group, device_grade, route_id)
         SELECT n.tenant_id, n.seq, 'location_update', n.device_id, n.booking_id,
-               -- One text, parsed once: building it with jsonb_build_object and || cost
-               -- three times as much (see pgtrack_position_fields).
+               -- One text, parsed once (see pgtrack_position_fields for why).
                concat('{"seq":', n.seq, ',"type":"location_update","latest":',
                       CASE WHEN n.newest_in_batch AND (cur.fix_time IS NULL OR n.fix_time > cur.fix_time)
                            THEN 'true' ELSE 'false' END,

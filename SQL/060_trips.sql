@@ -267,9 +267,11 @@ $$;
 -- A position without a booking, from a device running a trip, belongs to that trip.
 -- The REST ingest (pgtrack_ingest_positions, SQL/036) attaches its rows itself, in the
 -- INSERT's own SELECT, and says so by setting pgtrack.trips_attached to its statement's start
--- time for the length of that statement: the row trigger cost ~5 µs of a fix's ~45 µs in
--- 100-fix batches (pgbench with the trigger on and off, the shape of bench/trigger_cost.sh).
--- Every other writer still gets the trigger.
+-- time for the length of that statement: a plpgsql call per row is dear next to one join
+-- (pgtrack bench's 100-fix ingest, same binary and cluster, went from 27.1–28.1k to
+-- 30.6–31.7k positions/s with only this change in SQL/). Every other writer still gets the
+-- trigger. The WHEN clause formats statement_timestamp() per row (added after that
+-- measurement, against a value left behind; the same bench then gave 28.3–31.2k).
 CREATE OR REPLACE FUNCTION pgtrack_positions_attach_trip() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN

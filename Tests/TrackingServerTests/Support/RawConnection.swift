@@ -60,17 +60,9 @@ final class RawConnection: Sendable {
         }
     }
 
-    /// Waits until `probe` finds what it looks for in the bytes received so far.
+    /// Waits until `probe` finds what it looks for in the bytes received so far, as text.
     func wait<T>(_ what: String, timeout: Duration = .seconds(20), _ probe: (String, Bool) -> T?) async throws -> T {
-        let deadline = ContinuousClock.now + timeout
-        while true {
-            let (text, closed) = bytes
-            if let found = probe(text, closed) { return found }
-            guard ContinuousClock.now < deadline else {
-                throw SSEClientError(description: "timed out waiting for \(what); received \(text.count) bytes: \(text.suffix(600))")
-            }
-            try await Task.sleep(for: .milliseconds(20))
-        }
+        try await waitBytes(what, timeout: timeout) { bytes, closed in probe(String(decoding: bytes, as: UTF8.self), closed) }
     }
 
     /// Forgets what was received so far (the next response starts at the beginning).
