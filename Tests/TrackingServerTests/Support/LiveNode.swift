@@ -48,10 +48,12 @@ struct LiveNode: Sendable {
             pool.concurrentHTTP1ConnectionsPerHostSoftLimit = 64
             // The connect timeout is also how long a request may wait for one of the 64
             // connections: 200 simultaneous requests on a machine busy with the whole suite
-            // waited longer than 10 s (getConnectionFromPoolTimeout in a CI run). A request
-            // that never gets an answer still fails the test at its time limit.
+            // waited longer than 10 s (getConnectionFromPoolTimeout in a CI run), and a later
+            // CI run had requests that took over 20 s in all. Each request's own deadline
+            // (`request(timeout:)`) bounds it; a request that never gets an answer still fails
+            // the test at its time limit.
             let http = HTTPClient(eventLoopGroupProvider: .singleton,
-                                  configuration: .init(timeout: .init(connect: .seconds(30)), connectionPool: pool))
+                                  configuration: .init(timeout: .init(connect: .seconds(120)), connectionPool: pool))
             let live = LiveNode(http: http, port: port, node: node, databaseURL: url, streams: StreamRegistry())
             let outcome: Result<Void, any Error>
             do {
@@ -104,7 +106,7 @@ struct LiveNode: Sendable {
     }
 
     func request(_ method: HTTPMethod, _ path: String, apiKey: String? = nil, bearer: String? = nil, body: ByteBuffer? = nil,
-                 headers: [(String, String)] = []) async throws -> Reply {
+                 headers: [(String, String)] = [], timeout: TimeAmount = .seconds(20)) async throws -> Reply {
         var request = HTTPClientRequest(url: base + path)
         request.method = method
         if let apiKey { request.headers.add(name: "X-API-Key", value: apiKey) }
@@ -114,13 +116,13 @@ struct LiveNode: Sendable {
             request.headers.add(name: "Content-Type", value: "application/json")
             request.body = .bytes(body)
         }
-        let response = try await http.execute(request, timeout: .seconds(20))
+        let response = try await http.execute(request, timeout: timeout)
         let bytes = try await response.body.collect(upTo: 4 << 20)
         return Reply(status: Int(response.status.code), body: String(buffer: bytes))
     }
 
-    func get(_ path: String, apiKey: String? = nil, bearer: String? = nil) async throws -> Reply {
-        try await request(.GET, path, apiKey: apiKey, bearer: bearer)
+    func get(_ path: String, apiKey: String? = nil, bearer: String? = nil, timeout: TimeAmount = .seconds(20)) async throws -> Reply {
+        try await request(.GET, path, apiKey: apiKey, bearer: bearer, timeout: timeout)
     }
 
     func post(_ path: String, apiKey: String? = nil, bearer: String? = nil, json: String) async throws -> Reply {
