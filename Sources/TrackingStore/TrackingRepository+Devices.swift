@@ -191,12 +191,8 @@ extension TrackingRepository {
     public func authenticateDevice(apiKey: String) async throws -> DeviceIdentity? {
         guard DeviceAPIKey.looksValid(apiKey) else { return nil }
         let hash = DeviceAPIKey.hash(apiKey)
-        let rows = try await client.query("""
-            SELECT k.key_hash, d.id, d.tenant_id, d.name, d.group_name, d.grade, d.unique_id
-              FROM device_api_keys k JOIN devices d ON d.id = k.device_id
-             WHERE k.key_hash = \(ByteBuffer(bytes: hash)) AND k.revoked_at IS NULL
-            """, logger: logger)
-        for try await (stored, id, tenant, name, group, grade, uniqueID) in rows.decode((ByteBuffer, UUID, String, String, String, Int, String?).self) {
+        let rows = try await client.execute(DeviceByKeyHash(keyHash: ByteBuffer(bytes: hash)), logger: logger)
+        for try await (stored, id, tenant, name, group, grade, uniqueID) in rows {
             guard DeviceAPIKey.constantTimeEqual(Array(buffer: stored), hash), let tenantID = TenantID(tenant) else { return nil }
             return DeviceIdentity(id: id, tenant: tenantID, name: name, group: group, grade: grade,
                                   uniqueID: uniqueID.flatMap(DeviceUniqueID.init))

@@ -182,10 +182,9 @@ public struct TrackingRepository: Sendable {
         }
         let json = try Self.rowsJSON(groups.map { ($0.device, $0.positions, $0.tenant) })
         let (ids, filtering) = try await Self.mappingInsertErrors(device: groups.count == 1 ? groups[0].device : nil) {
-            let rows = try await client.query("SELECT ids, filtering FROM pgtrack_ingest_positions(\(json)::jsonb)",
-                                              logger: logger)
+            let rows = try await client.execute(IngestPositions(rowsJSON: json), logger: logger)
             var result: ([Int64], [String]) = ([], [])
-            for try await (ids, filtering) in rows.decode(([Int64], [String]).self) { result = (ids, filtering) }
+            for try await (ids, filtering) in rows { result = (ids, filtering) }
             return result
         }
         guard !filtering.isEmpty else { return groups.map { IngestOutcome(accepted: $0.positions.count, filtered: 0, dropped: 0) } }
