@@ -292,7 +292,9 @@ CREATE TRIGGER positions_attach_trip BEFORE INSERT ON positions
 -- first point of an accepted trip starts it (a fix the filters rejected is no point). A point
 -- older than the last one absorbed rebuilds the trip.
 CREATE OR REPLACE FUNCTION pgtrack_positions_after_insert_trips() RETURNS trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+SET plan_cache_mode = force_generic_plan  -- as pgtrack_positions_after_insert (SQL/030)
+AS $$
 DECLARE
     trip   record;
     points integer;
