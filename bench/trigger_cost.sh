@@ -7,7 +7,8 @@
 #   5 rows, 5 tenants    a group commit of five POSTs of different tenants
 #   5 rows, 1 tenant     five fixes of one tenant
 #   60 rows, 1 tenant    a batch
-# and the latency of one-row inserts at 50/s from one client (a machine that is mostly idle),
+# the latency of one-row inserts at 50/s from one client (a machine that is mostly idle) and
+# back to back from one client without waiting for the flush (the CPU cost of one insert),
 # the same 60 rows into positions with its triggers and foreign key off (the role must be a
 # superuser for that case), and into a plain table with positions' columns and indexes but no
 # triggers, partitions or foreign keys (what storing the rows alone costs).
@@ -107,5 +108,10 @@ run sixty_plain.sql 60 "60 rows, plain table (no triggers)"
 latency=$(pgbench -n -c 1 -R 50 -T "$seconds" -f "$work/one.sql" "$DATABASE_URL" 2>/dev/null \
           | awk '/^latency average/ {print $4}')
 echo "1 row at 50/s from one client: ${latency} ms per insert (commit included)"
+# Back to back from one client with asynchronous commit: no flush to wait for, so this is
+# PostgreSQL's own time for a one-row insert with its triggers (plus one loopback round trip).
+latency=$(PGOPTIONS="$PGOPTIONS -c synchronous_commit=off" pgbench -n -c 1 -T "$seconds" -f "$work/one.sql" "$DATABASE_URL" 2>/dev/null \
+          | awk '/^latency average/ {print $4}')
+echo "1 row back to back from one client, asynchronous commit: ${latency} ms per insert"
 echo "* cores / rows per second: the whole machine's time per row (pgbench's own share included),"
 echo "  an upper bound on PostgreSQL's CPU when the cases are CPU-bound (fsync off, or a fast disk)."
