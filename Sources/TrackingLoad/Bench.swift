@@ -274,23 +274,21 @@ public struct Bench: Sendable {
         let viewer = Viewer(stream: .tenant(tenant.id), transport: .sse, devices: tenant.drivers, deviceCount: fleet.drivers.count,
                             token: tenant.token, latency: sseLatency, counters: counters)
         let url = baseURL + "/api/v1/locations"
-        let (accepted, tally) = try await LoadHTTP.withClient(connections: 4) { streamHTTP in
-            try await watching([viewer], http: streamHTTP) {
-                async let rawRun = openLoop(interval: interval, devices: rawDevices) { driver, n in
-                    let now = wallMicros()
-                    try await baseline.insertOne(tenant: driver.tenant, device: driver.deviceID, latitude: 52.52, longitude: 13.405,
-                                                 fixTime: Date(timeIntervalSince1970: Double(now) / 1e6), speed: 8.5, heading: 90,
-                                                 attributesJSON: #"{"raw_n":\#(n),"raw_us":\#(now)}"#)
-                    return true
-                }
-                let served = try await openLoop(interval: interval, devices: devices) { driver, n in
-                    let body = Bench.fixesJSON(count: 1, device: driver.index, first: n)
-                    let (status, _) = try await LoadHTTP.sendRaw(http, "POST", url, body: ByteBuffer(string: body), headers: ["X-API-Key": driver.apiKey])
-                    return status == 202
-                }
-                _ = try await rawRun
-                return served
+        let (accepted, tally) = try await watching([viewer]) {
+            async let rawRun = openLoop(interval: interval, devices: rawDevices) { driver, n in
+                let now = wallMicros()
+                try await baseline.insertOne(tenant: driver.tenant, device: driver.deviceID, latitude: 52.52, longitude: 13.405,
+                                             fixTime: Date(timeIntervalSince1970: Double(now) / 1e6), speed: 8.5, heading: 90,
+                                             attributesJSON: #"{"raw_n":\#(n),"raw_us":\#(now)}"#)
+                return true
             }
+            let served = try await openLoop(interval: interval, devices: devices) { driver, n in
+                let body = Bench.fixesJSON(count: 1, device: driver.index, first: n)
+                let (status, _) = try await LoadHTTP.sendRaw(http, "POST", url, body: ByteBuffer(string: body), headers: ["X-API-Key": driver.apiKey])
+                return status == 202
+            }
+            _ = try await rawRun
+            return served
         }
         try await Task.sleep(for: .milliseconds(300))
         await raw.stop()
@@ -331,10 +329,10 @@ public struct Bench: Sendable {
 
     /// Opens the viewers, runs `produce` (which returns accepted fixes per device index), waits
     /// for the viewers to catch up (≤ 10 s), closes them and returns their tallies.
-    private func watching(_ viewers: [Viewer], http: HTTPClient,
+    private func watching(_ viewers: [Viewer],
                           _ produce: () async throws -> [Int: Int64]) async throws -> ([Int64], [StreamTally]) {
         try await withThrowingTaskGroup(of: Void.self) { group in
-            for viewer in viewers { group.addTask { await viewer.run(baseURL: baseURL, http: http, logger: logger) } }
+            for viewer in viewers { group.addTask { await viewer.run(baseURL: baseURL, logger: logger) } }
             defer { group.cancelAll() }
             let deadline = ContinuousClock.now + .seconds(60)
             while viewers.contains(where: { !$0.opened }) {
@@ -372,15 +370,13 @@ public struct Bench: Sendable {
         }
         let batch = 10
         let interval = Duration.seconds(1) / (plan.fanoutRate / Double(batch))
-        let (accepted, tallies) = try await LoadHTTP.withClient(connections: plan.fanoutClients + 8) { streamHTTP in
-            try await watching(viewers, http: streamHTTP) {
-                let sent = try await openLoop(interval: interval, devices: [driver]) { driver, n in
-                    try await baseline.insertBatch(tenant: driver.tenant, device: driver.deviceID,
-                                                   rowsJSON: Bench.rowsJSON(count: batch, device: driver.index, first: (n - 1) * batch + 1))
-                    return true
-                }
-                return sent.mapValues { $0 * Int64(batch) }
+        let (accepted, tallies) = try await watching(viewers) {
+            let sent = try await openLoop(interval: interval, devices: [driver]) { driver, n in
+                try await baseline.insertBatch(tenant: driver.tenant, device: driver.deviceID,
+                                               rowsJSON: Bench.rowsJSON(count: batch, device: driver.index, first: (n - 1) * batch + 1))
+                return true
             }
+            return sent.mapValues { $0 * Int64(batch) }
         }
         await raw.stop()
         let posted = Int(accepted[driver.index])
@@ -456,7 +452,6 @@ public struct Bench: Sendable {
         let tenant = fleet.tenants[0]
         var results: [BenchReport.Idle] = []
         for count in plan.idleConnections {
-            let streamHTTP = LoadHTTP.makeClient(connections: count + 16)
             let counters = LoadCounters()
             let latency = LatencyRecorder()
             let viewers = (0..<count).map { _ in
@@ -470,7 +465,7 @@ public struct Bench: Sendable {
                 // Waves of 250, so the accept queue never overflows.
                 for wave in stride(from: 0, to: count, by: 250) {
                     for viewer in viewers[wave..<min(wave + 250, count)] {
-                        group.addTask { await viewer.run(baseURL: baseURL, http: streamHTTP, logger: logger) }
+                        group.addTask { await viewer.run(baseURL: baseURL, logger: logger) }
                     }
                     let deadline = ContinuousClock.now + .seconds(60)
                     while viewers[wave..<min(wave + 250, count)].contains(where: { !$0.opened && $0.tally.withLock { $0.failure == nil } }),
@@ -484,7 +479,6 @@ public struct Bench: Sendable {
                 for viewer in viewers { viewer.stop() }
                 return (opened, after)
             }
-            try? await streamHTTP.shutdown()
             var entry = BenchReport.Idle(connections: count, opened: opened, rssBytesBefore: before, rssBytesAfter: after)
             if let before, let after, opened > 0 { entry.bytesPerConnection = (after - before) / opened }
             progress("idle SSE connections: \(opened) of \(count) open; server RSS \(before.map { "\($0 / 1_024) KB" } ?? "n/a") → \(after.map { "\($0 / 1_024) KB" } ?? "n/a"), \(entry.bytesPerConnection.map { "\($0) bytes" } ?? "n/a") per connection")

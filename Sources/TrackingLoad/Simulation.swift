@@ -106,16 +106,14 @@ public struct Simulation: Sendable {
         let ingestLatency = LatencyRecorder()
         let sseLatency = LatencyRecorder()
         let wsLatency = LatencyRecorder()
-        let viewerCount = plan.tenantViewers + plan.bookingViewers
-        return try await LoadHTTP.withClient(connections: viewerCount + 16) { streamHTTP in
-            try await LoadHTTP.withClient(connections: min(max(plan.drivers, 4), 512)) { ingestHTTP in
-                try await run(fleet: fleet, streamHTTP: streamHTTP, ingestHTTP: ingestHTTP, counters: counters, ingestLatency: ingestLatency,
-                              sseLatency: sseLatency, wsLatency: wsLatency)
-            }
+        guard let url = URL(string: baseURL), let host = url.host, let port = url.port else {
+            throw LoadError.server("not a base URL with host and port: \(baseURL)")
         }
+        return try await run(fleet: fleet, host: host, port: port, counters: counters, ingestLatency: ingestLatency,
+                             sseLatency: sseLatency, wsLatency: wsLatency)
     }
 
-    private func run(fleet: Fleet, streamHTTP: HTTPClient, ingestHTTP: HTTPClient, counters: LoadCounters, ingestLatency: LatencyRecorder,
+    private func run(fleet: Fleet, host: String, port: Int, counters: LoadCounters, ingestLatency: LatencyRecorder,
                      sseLatency: LatencyRecorder, wsLatency: LatencyRecorder) async throws -> SimulationReport {
         let viewerCount = plan.tenantViewers + plan.bookingViewers
         let viewers = makeViewers(fleet: fleet, sse: sseLatency, ws: wsLatency, counters: counters)
@@ -123,7 +121,7 @@ public struct Simulation: Sendable {
 
         return try await withThrowingTaskGroup(of: Void.self) { group in
             for viewer in viewers {
-                group.addTask { await viewer.run(baseURL: baseURL, http: streamHTTP, logger: logger) }
+                group.addTask { await viewer.run(baseURL: baseURL, logger: logger) }
             }
             defer { group.cancelAll() }
             // Every viewer has its snapshot before the first fix, so each must receive all of them.
@@ -149,7 +147,7 @@ public struct Simulation: Sendable {
             let accepted = try await withThrowingTaskGroup(of: (Int, Int64).self) { drivers in
                 for driver in fleet.drivers {
                     drivers.addTask {
-                        let loop = DriverLoop(driver: driver, interval: interval, baseURL: baseURL, http: ingestHTTP,
+                        let loop = DriverLoop(driver: driver, interval: interval, host: host, port: port,
                                               counters: counters, ingestLatency: ingestLatency)
                         return (driver.index, await loop.run(start: start, end: end))
                     }

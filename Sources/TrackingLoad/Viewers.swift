@@ -1,4 +1,3 @@
-import AsyncHTTPClient
 import Foundation
 import HTTPTypes
 import HummingbirdWSClient
@@ -37,6 +36,8 @@ public final class Viewer: Sendable {
     let counters: LoadCounters
     /// The WebSocket writer, to close the socket from outside when the run ends.
     private let socket = Mutex<WebSocketOutboundWriter?>(nil)
+    /// The SSE connection, for the same.
+    private let sseChannel = Mutex<(any Channel)?>(nil)
     private let stopping = Atomic<Bool>(false)
 
     public init(stream: ViewerStream, transport: StreamTally.Transport, devices: [Int], deviceCount: Int, token: String,
@@ -52,10 +53,10 @@ public final class Viewer: Sendable {
     public var opened: Bool { tally.withLock { $0.opened } }
 
     /// Runs until `stop()` (or the connection ends). `baseURL` like http://127.0.0.1:8080.
-    public func run(baseURL: String, http: HTTPClient, logger: Logger) async {
+    public func run(baseURL: String, logger: Logger) async {
         do {
             switch transport {
-            case .sse: try await runSSE(baseURL: baseURL, http: http)
+            case .sse: try await runSSE(baseURL: baseURL)
             case .ws: try await runWebSocket(baseURL: baseURL, logger: logger)
             }
         } catch {
@@ -72,6 +73,7 @@ public final class Viewer: Sendable {
         if let writer = socket.withLock({ $0 }) {
             Task { try? await writer.close(.normalClosure, reason: "done") }
         }
+        sseChannel.withLock { $0 }?.close(promise: nil)
     }
 
     private func opened(seq: Int64?, reset: Bool) {
@@ -97,22 +99,14 @@ public final class Viewer: Sendable {
 
     // MARK: SSE
 
-    private func runSSE(baseURL: String, http: HTTPClient) async throws {
-        var request = HTTPClientRequest(url: baseURL + stream.ssePath)
-        request.headers.add(name: "Authorization", value: "Bearer \(token)")
-        request.headers.add(name: "Accept", value: "text/event-stream")
-        let response = try await http.execute(request, timeout: .hours(24))
-        guard response.status == .ok else {
-            let body = try await response.body.collect(upTo: 1 << 16)
-            throw ViewerError.refused("\(response.status.code) \(String(buffer: body))")
+    private func runSSE(baseURL: String) async throws {
+        guard let url = URL(string: baseURL), let host = url.host, let port = url.port else {
+            throw ViewerError.refused("not a base URL with host and port: \(baseURL)")
         }
-        var pending: [UInt8] = []
-        pending.reserveCapacity(1 << 16)
-        for try await chunk in response.body {
-            if stopping.load(ordering: .relaxed) { break }
-            pending.append(contentsOf: chunk.readableBytesView)
-            let consumed = pending.withUnsafeBufferPointer { frames(in: $0) }
-            if consumed == pending.count { pending.removeAll(keepingCapacity: true) } else if consumed > 0 { pending.removeFirst(consumed) }
+        try await SSEViewerConnection.run(host: host, port: port, path: stream.ssePath, token: token,
+                                          frames: { self.frames(in: $0) }) { channel in
+            sseChannel.withLock { $0 = channel }
+            if stopping.load(ordering: .relaxed) { channel.close(promise: nil) }  // stopped while connecting
         }
     }
 
@@ -198,7 +192,11 @@ public final class Viewer: Sendable {
 
 enum ViewerError: Error, CustomStringConvertible {
     case refused(String)
+    case closed
     var description: String {
-        switch self { case .refused(let text): return "stream refused: \(text)" }
+        switch self {
+        case .refused(let text): return "stream refused: \(text)"
+        case .closed: return "the connection closed before the stream ended"
+        }
     }
 }
