@@ -332,7 +332,7 @@ public struct Bench: Sendable {
     private func watching(_ viewers: [Viewer],
                           _ produce: () async throws -> [Int: Int64]) async throws -> ([Int64], [StreamTally]) {
         try await withThrowingTaskGroup(of: Void.self) { group in
-            for viewer in viewers { group.addTask { await viewer.run(baseURL: baseURL, logger: logger) } }
+            for viewer in viewers { group.addTask { await viewer.run(baseURL: baseURL) } }
             defer { group.cancelAll() }
             let deadline = ContinuousClock.now + .seconds(60)
             while viewers.contains(where: { !$0.opened }) {
@@ -465,7 +465,7 @@ public struct Bench: Sendable {
                 // Waves of 250, so the accept queue never overflows.
                 for wave in stride(from: 0, to: count, by: 250) {
                     for viewer in viewers[wave..<min(wave + 250, count)] {
-                        group.addTask { await viewer.run(baseURL: baseURL, logger: logger) }
+                        group.addTask { await viewer.run(baseURL: baseURL) }
                     }
                     let deadline = ContinuousClock.now + .seconds(60)
                     while viewers[wave..<min(wave + 250, count)].contains(where: { !$0.opened && $0.tally.withLock { $0.failure == nil } }),

@@ -115,6 +115,15 @@ public enum LoadError: Error, CustomStringConvertible {
 
 /// Small HTTP helpers over AsyncHTTPClient.
 public enum LoadHTTP {
+    /// Host and port of a plain-HTTP base URL, for the simulator's own connections (drivers and
+    /// viewers speak HTTP/1.1 over NIO directly, without TLS).
+    static func hostAndPort(_ baseURL: String) throws -> (host: String, port: Int) {
+        guard let url = URL(string: baseURL), url.scheme == "http", let host = url.host else {
+            throw LoadError.invalid("--target must be a plain http:// URL (the load clients do not speak TLS): \(baseURL)")
+        }
+        return (host, url.port ?? 80)
+    }
+
     public static func makeClient(connections: Int) -> HTTPClient {
         var configuration = HTTPClient.Configuration()
         configuration.connectionPool = .init(idleTimeout: .seconds(120), concurrentHTTP1ConnectionsPerHostSoftLimit: connections)

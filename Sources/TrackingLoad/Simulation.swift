@@ -106,9 +106,7 @@ public struct Simulation: Sendable {
         let ingestLatency = LatencyRecorder()
         let sseLatency = LatencyRecorder()
         let wsLatency = LatencyRecorder()
-        guard let url = URL(string: baseURL), let host = url.host, let port = url.port else {
-            throw LoadError.server("not a base URL with host and port: \(baseURL)")
-        }
+        let (host, port) = try LoadHTTP.hostAndPort(baseURL)
         return try await run(fleet: fleet, host: host, port: port, counters: counters, ingestLatency: ingestLatency,
                              sseLatency: sseLatency, wsLatency: wsLatency)
     }
@@ -121,7 +119,7 @@ public struct Simulation: Sendable {
 
         return try await withThrowingTaskGroup(of: Void.self) { group in
             for viewer in viewers {
-                group.addTask { await viewer.run(baseURL: baseURL, logger: logger) }
+                group.addTask { await viewer.run(baseURL: baseURL) }
             }
             defer { group.cancelAll() }
             // Every viewer has its snapshot before the first fix, so each must receive all of them.

@@ -1,7 +1,4 @@
 import Foundation
-import HTTPTypes
-import HummingbirdWSClient
-import Logging
 import NIOCore
 import NIOHTTP1
 import Synchronization
@@ -34,10 +31,8 @@ public final class Viewer: Sendable {
     let token: String
     let latency: LatencyRecorder
     let counters: LoadCounters
-    /// The WebSocket writer, to close the socket from outside when the run ends.
-    private let socket = Mutex<WebSocketOutboundWriter?>(nil)
-    /// The SSE connection, for the same.
-    private let sseChannel = Mutex<(any Channel)?>(nil)
+    /// The connection, to close it from outside when the run ends.
+    private let connection = Mutex<(any Channel)?>(nil)
     private let stopping = Atomic<Bool>(false)
 
     public init(stream: ViewerStream, transport: StreamTally.Transport, devices: [Int], deviceCount: Int, token: String,
@@ -53,11 +48,11 @@ public final class Viewer: Sendable {
     public var opened: Bool { tally.withLock { $0.opened } }
 
     /// Runs until `stop()` (or the connection ends). `baseURL` like http://127.0.0.1:8080.
-    public func run(baseURL: String, logger: Logger) async {
+    public func run(baseURL: String) async {
         do {
             switch transport {
             case .sse: try await runSSE(baseURL: baseURL)
-            case .ws: try await runWebSocket(baseURL: baseURL, logger: logger)
+            case .ws: try await runWebSocket(baseURL: baseURL)
             }
         } catch {
             if !stopping.load(ordering: .relaxed) && !Task.isCancelled {
@@ -70,10 +65,11 @@ public final class Viewer: Sendable {
 
     public func stop() {
         stopping.store(true, ordering: .relaxed)
-        if let writer = socket.withLock({ $0 }) {
-            Task { try? await writer.close(.normalClosure, reason: "done") }
+        guard let channel = connection.withLock({ $0 }) else { return }
+        switch transport {
+        case .sse: channel.close(promise: nil)
+        case .ws: WebSocketViewerConnection.close(channel)
         }
-        sseChannel.withLock { $0 }?.close(promise: nil)
     }
 
     private func opened(seq: Int64?, reset: Bool) {
@@ -100,12 +96,10 @@ public final class Viewer: Sendable {
     // MARK: SSE
 
     private func runSSE(baseURL: String) async throws {
-        guard let url = URL(string: baseURL), let host = url.host, let port = url.port else {
-            throw ViewerError.refused("not a base URL with host and port: \(baseURL)")
-        }
+        let (host, port) = try LoadHTTP.hostAndPort(baseURL)
         try await SSEViewerConnection.run(host: host, port: port, path: stream.ssePath, token: token,
                                           frames: { self.frames(in: $0) }) { channel in
-            sseChannel.withLock { $0 = channel }
+            connection.withLock { $0 = channel }
             if stopping.load(ordering: .relaxed) { channel.close(promise: nil) }  // stopped while connecting
         }
     }
@@ -159,21 +153,13 @@ public final class Viewer: Sendable {
 
     // MARK: WebSocket
 
-    private func runWebSocket(baseURL: String, logger: Logger) async throws {
-        let url = baseURL.replacingOccurrences(of: "http://", with: "ws://") + "/ws"
-        var headers = HTTPFields()
-        headers[.authorization] = "Bearer \(token)"
+    private func runWebSocket(baseURL: String) async throws {
+        let (host, port) = try LoadHTTP.hostAndPort(baseURL)
         let join = #"{"action":"join","room":"\#(stream.room)"}"#
-        _ = try await WebSocketClient.connect(
-            url: url, configuration: .init(maxFrameSize: 1 << 20, additionalHeaders: headers), logger: logger
-        ) { inbound, outbound, _ in
-            self.socket.withLock { $0 = outbound }
-            if self.stopping.load(ordering: .relaxed) { return }
-            try await outbound.write(.text(join))
-            for try await message in inbound.messages(maxSize: 64 << 20) {
-                guard case .text(var text) = message else { continue }
-                text.withUTF8 { self.message($0) }
-            }
+        try await WebSocketViewerConnection.run(host: host, port: port, token: token, join: join,
+                                                message: { self.message($0) }) { channel in
+            connection.withLock { $0 = channel }
+            if stopping.load(ordering: .relaxed) { channel.close(promise: nil) }  // stopped while connecting
         }
     }
 

@@ -86,5 +86,11 @@ struct LoadCommandTests {
         let bench = try await PgtrackProcess.runRaw(["bench", "--phases", "ingest,warp"], environment: [:])
         #expect(bench.status != 0)
         #expect(bench.stderr.contains("--phases"), "\(bench)")
+        // The drivers and viewers speak plain HTTP/1.1 over NIO: a TLS target is refused up front.
+        for command in ["simulate", "bench"] {
+            let tls = try await PgtrackProcess.runRaw([command, "--target", "https://127.0.0.1:8443"], environment: [:])
+            #expect(tls.status != 0)
+            #expect(tls.stderr.contains("plain http://"), "\(tls)")
+        }
     }
 }
