@@ -10,8 +10,9 @@ LANGUAGE plpgsql
 -- One generic plan per statement below, kept for the session. plpgsql otherwise re-plans the
 -- statements whose array parameters (tenant_ids, b_tenants…) make a custom plan look cheaper:
 -- under the reference load the head lock and the doorbell call were planned on every call
--- (pg_stat_statements, track = all), and a one-row insert cost PostgreSQL 0.59 ms against
--- 0.50 ms with generic plans (pgbench, one client, asynchronous commit).
+-- (pg_stat_statements, track = all), and a one-row insert cost PostgreSQL 0.565–0.575 ms
+-- against 0.500–0.508 ms with generic plans (bench/trigger_cost.sh, its back-to-back line).
+-- Functions called from here that read positions opt out (SET plan_cache_mode = auto).
 SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE

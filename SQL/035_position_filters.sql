@@ -77,7 +77,9 @@ $$;
 -- compared with the last good one, never with each other.
 CREATE OR REPLACE FUNCTION pgtrack_position_filter(t tenants, p_rows positions[])
 RETURNS TABLE (id bigint, device_id uuid, fix_time timestamptz, reason text)
-LANGUAGE plpgsql STABLE AS $$
+LANGUAGE plpgsql STABLE
+SET plan_cache_mode = auto  -- not the triggers' generic plans: see pgtrack_trip_advance (SQL/060)
+AS $$
 DECLARE
     r          positions;
     cur_device uuid;

@@ -82,7 +82,13 @@ CREATE OR REPLACE FUNCTION pgtrack_trip_advance(p_tenant text, p_booking text, p
                                                 p_from timestamptz DEFAULT '-infinity',
                                                 p_to timestamptz DEFAULT 'infinity',
                                                 p_rows positions[] DEFAULT NULL) RETURNS integer
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+-- Planned as usual even when called from the positions triggers, whose
+-- `plan_cache_mode = force_generic_plan` would otherwise apply here too: a generic plan made
+-- while a day's partition of positions is new and never analyzed may scan it sequentially
+-- for the rest of the session (see pgtrack_notify_logged_many).
+SET plan_cache_mode = auto
+AS $$
 DECLARE
     t trips%ROWTYPE;
     p record;

@@ -161,7 +161,9 @@ $$;
 -- per transition, and one window query and one UPDATE for all the fixes.
 CREATE OR REPLACE FUNCTION pgtrack_fleet_process(p_tenant text, p_rows positions[])
 RETURNS SETOF pgtrack_fleet_enrichment
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+SET plan_cache_mode = auto  -- not the triggers' generic plans: see pgtrack_trip_advance (SQL/060)
+AS $$
 DECLARE
     cfg        record;
     rt         record;

@@ -19,8 +19,14 @@ struct DriverLoop {
     let counters: LoadCounters
     let ingestLatency: LatencyRecorder
 
-    /// Posts until `end`; returns how many fixes the server accepted. A POST that fails or is
-    /// refused is counted in `counters.postErrors`; a connection that fails ends the driver.
+    /// How long a POST may wait for its answer before it counts as failed (and the connection
+    /// is closed).
+    static let answerTimeout = TimeAmount.seconds(30)
+
+    /// Posts until `end`; returns how many fixes the server accepted. A POST that fails, is
+    /// refused or times out is counted in `counters.postErrors`. A connection that cannot be
+    /// opened, or is lost, ends the driver, and every post it would still have made counts as
+    /// an error. Cancelling the calling task closes the connection.
     func run(start: ContinuousClock.Instant, end: ContinuousClock.Instant) async -> Int64 {
         let loop = MultiThreadedEventLoopGroup.singleton.next()
         let done = loop.makePromise(of: Int64.self)
@@ -28,8 +34,9 @@ struct DriverLoop {
         let phase = interval * Double.random(in: 0..<1)
         let firstPost = NIODeadline.now() + TimeAmount((start + phase) - ContinuousClock.now)
         let stop = NIODeadline.now() + TimeAmount(end - ContinuousClock.now)
+        let channel: any Channel
         do {
-            _ = try await ClientBootstrap(group: loop)
+            channel = try await ClientBootstrap(group: loop)
                 .channelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
                         try channel.pipeline.syncOperations.addHTTPClientHandlers()
@@ -39,10 +46,15 @@ struct DriverLoop {
                 }
                 .connect(host: host, port: port).get()
         } catch {
-            counters.postErrors.add(1, ordering: .relaxed)
+            counters.postErrors.add(Int(max(1, (end - start) / interval)), ordering: .relaxed)
+            done.succeed(0)
             return 0
         }
-        return (try? await done.futureResult.get()) ?? 0
+        return await withTaskCancellationHandler {
+            (try? await done.futureResult.get()) ?? 0
+        } onCancel: {
+            channel.close(promise: nil)
+        }
     }
 }
 
@@ -69,6 +81,8 @@ private final class DriverHandler: ChannelInboundHandler {
     private var accepted: Int64 = 0
     /// When the POST in flight was written; nil when none is.
     private var inFlight: NIODeadline?
+    /// Its `sim_n`, so that a timeout knows whether its POST is still the one in flight.
+    private var inFlightNumber: Int64 = 0
     private var status: HTTPResponseStatus?
     /// A tick came while a POST was in flight: post as soon as its answer is in.
     private var due = false
@@ -119,10 +133,18 @@ private final class DriverHandler: ChannelInboundHandler {
             "Content-Type": "application/json", "Content-Length": "\(body.readableBytes)",
         ])
         inFlight = .now()
+        inFlightNumber = number
         status = nil
         context.write(wrapOutboundOut(.head(head)), promise: nil)
         context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
         context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        let posted = number
+        context.eventLoop.scheduleTask(in: DriverLoop.answerTimeout) {
+            let (handler, context) = bound.value
+            // Unanswered: counted as failed by channelInactive once the connection is closed.
+            if handler.inFlight != nil, handler.inFlightNumber == posted { context.close(promise: nil) }
+        }
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -160,8 +182,12 @@ private final class DriverHandler: ChannelInboundHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        if inFlight != nil || due { driver.counters.postErrors.add(1, ordering: .relaxed) }
+        // Lost before the end: the POST in flight (or due) failed, and so does every tick left.
+        var failed: Int64 = inFlight != nil || due ? 1 : 0
+        if ticking, next < stop { failed += (stop - next).nanoseconds / interval.nanoseconds + 1 }
+        if failed > 0 { driver.counters.postErrors.add(Int(failed), ordering: .relaxed) }
         inFlight = nil
+        due = false
         ticking = false
         done.succeed(accepted)  // ignored when already finished
         context.fireChannelInactive()

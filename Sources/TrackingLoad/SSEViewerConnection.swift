@@ -33,7 +33,12 @@ enum SSEViewerConnection {
             throw error
         }
         opened(channel)
-        try await finished.futureResult.get()
+        // A cancelled caller (a run that failed elsewhere) closes the connection.
+        try await withTaskCancellationHandler {
+            try await finished.futureResult.get()
+        } onCancel: {
+            channel.close(promise: nil)
+        }
     }
 
     private final class Handler: ChannelInboundHandler, RemovableChannelHandler {

@@ -44,15 +44,26 @@ enum WebSocketViewerConnection {
             throw error
         }
         opened(channel)
-        try await finished.futureResult.get()
+        // A cancelled caller (a run that failed elsewhere) closes the connection.
+        try await withTaskCancellationHandler {
+            try await finished.futureResult.get()
+        } onCancel: {
+            channel.close(promise: nil)
+        }
     }
 
-    /// Closes the socket as a client should: a close frame, then the connection.
+    /// Closes the socket as a client should: a close frame, then the connection. Before the
+    /// upgrade there is no WebSocket to close yet (and a frame would reach the HTTP encoder).
     static func close(_ channel: any Channel) {
-        var reason = channel.allocator.buffer(capacity: 2)
-        reason.write(webSocketErrorCode: .normalClosure)
-        let frame = WebSocketFrame(fin: true, opcode: .connectionClose, maskKey: .random(), data: reason)
-        channel.writeAndFlush(frame).whenComplete { _ in channel.close(promise: nil) }
+        channel.eventLoop.execute {
+            guard (try? channel.pipeline.syncOperations.handler(type: Frames.self)) != nil else {
+                return channel.close(promise: nil)
+            }
+            var reason = channel.allocator.buffer(capacity: 2)
+            reason.write(webSocketErrorCode: .normalClosure)
+            let frame = WebSocketFrame(fin: true, opcode: .connectionClose, maskKey: .random(), data: reason)
+            channel.writeAndFlush(frame).whenComplete { _ in channel.close(promise: nil) }
+        }
     }
 
     /// Writes the GET that the upgrade handler turns into an upgrade request; fails `finished`

@@ -59,12 +59,17 @@ struct Simulate: AsyncParsableCommand {
         }
         if let bookingFraction { plan.bookingFraction = bookingFraction }
         if scenario != nil || drivers != nil { plan.scenario = scenario ?? "custom" }
-        guard (1...100_000).contains(plan.drivers), (1...1_000).contains(plan.tenants), plan.tenants <= plan.drivers else {
-            throw ValidationError("--drivers must be 1–100000 and --tenants 1–1000 (at most one per driver)")
+        guard (1...20_000).contains(plan.drivers), (1...1_000).contains(plan.tenants), plan.tenants <= plan.drivers else {
+            throw ValidationError("--drivers must be 1–20000 and --tenants 1–1000 (at most one per driver)")
         }
         guard plan.rateHz > 0, plan.rateHz <= 100 else { throw ValidationError("--rate must be > 0 and ≤ 100 Hz") }
         guard plan.tenantViewers >= 0, plan.bookingViewers >= 0, plan.tenantViewers + plan.bookingViewers <= 50_000 else {
             throw ValidationError("--viewers must be 0–50000, and --booking-viewers at most --viewers")
+        }
+        // Each driver and each viewer holds a connection of its own, from one address to one
+        // server port: Linux's default ephemeral range gives about 28,000 of them.
+        guard plan.drivers + plan.tenantViewers + plan.bookingViewers <= 28_000 else {
+            throw ValidationError("--drivers plus --viewers must be at most 28000 (each holds its own connection to the server)")
         }
         guard plan.durationSeconds > 0, plan.durationSeconds <= 86_400 else { throw ValidationError("--duration must be 0–86400 s") }
         guard (0...1).contains(plan.bookingFraction) else { throw ValidationError("--booking-fraction must be 0–1") }
@@ -86,7 +91,7 @@ struct Simulate: AsyncParsableCommand {
         Pgtrack.bootstrapLogging()
         let logger = Logger(label: "pgtrack.simulate")
         let plan = try plan()
-        let limit = ProcessStats.raiseOpenFileLimit(to: UInt64(max(65_536, (plan.tenantViewers + plan.bookingViewers) * 3)))
+        let limit = ProcessStats.raiseOpenFileLimit(to: UInt64(max(65_536, (plan.drivers + plan.tenantViewers + plan.bookingViewers) * 3)))
         let progress: @Sendable (String) -> Void = { line in
             FileHandle.standardError.write(Data((line + "\n").utf8))
         }
