@@ -179,6 +179,15 @@ final class RequestLineSniffer<Inner: ServerChildChannel>: ChannelInboundHandler
         context.fireChannelInactive()
     }
 
+    func handlerRemoved(context: ChannelHandlerContext) {
+        // A connection the server closes before it ever became active (shutting down right
+        // after accepting it) never sees channelInactive. Its route must still complete: the
+        // connection's task waits on it (a debug build trapped on the leaked promise in a full
+        // test run; a release build would have waited for ever and held up the shutdown).
+        // Once decided, the route is the stream head's or the inner channel's to complete.
+        if !decided { route.fail(ChannelError.eof) }
+    }
+
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         // The server is shutting down, or the client closed its side (connections accept
         // half-closure), before asking for anything: nothing to answer. Left open, the
