@@ -36,31 +36,16 @@ struct DriverLoop {
         let stop = NIODeadline.now() + TimeAmount(end - ContinuousClock.now)
         let channel: any Channel
         do {
-            channel = try await ClientBootstrap(group: loop)
-                .channelInitializer { channel in
-                    channel.eventLoop.makeCompletedFuture {
-                        try channel.pipeline.syncOperations.addHTTPClientHandlers()
-                        try channel.pipeline.syncOperations.addHandler(
-                            DriverHandler(loop: self, firstPost: firstPost, stop: stop, done: done))
-                    }
-                }
-                .connect(host: host, port: port).get()
+            channel = try await LoadConnection.connect(host: host, port: port, on: loop) { channel in
+                try channel.pipeline.syncOperations.addHTTPClientHandlers()
+                try channel.pipeline.syncOperations.addHandler(DriverHandler(loop: self, firstPost: firstPost, stop: stop, done: done))
+            }
         } catch {
             counters.postErrors.add(Int(max(1, (end - start) / interval)), ordering: .relaxed)
             done.succeed(0)
             return 0
         }
-        return await withTaskCancellationHandler {
-            (try? await done.futureResult.get()) ?? 0
-        } onCancel: {
-            channel.close(promise: nil)
-        }
-    }
-}
-
-extension TimeAmount {
-    init(_ duration: Duration) {
-        self = .nanoseconds(duration.components.seconds * 1_000_000_000 + duration.components.attoseconds / 1_000_000_000)
+        return (try? await LoadConnection.wait(for: done.futureResult, closingOnCancel: channel)) ?? 0
     }
 }
 

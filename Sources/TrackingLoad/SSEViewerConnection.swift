@@ -19,26 +19,16 @@ enum SSEViewerConnection {
         ])
         let channel: any Channel
         do {
-            channel = try await ClientBootstrap(group: loop)
-                .channelInitializer { channel in
-                    channel.eventLoop.makeCompletedFuture {
-                        try channel.pipeline.syncOperations.addHTTPClientHandlers()
-                        try channel.pipeline.syncOperations.addHandler(
-                            Handler(request: request, frames: frames, finished: finished))
-                    }
-                }
-                .connect(host: host, port: port).get()
+            channel = try await LoadConnection.connect(host: host, port: port, on: loop) { channel in
+                try channel.pipeline.syncOperations.addHTTPClientHandlers()
+                try channel.pipeline.syncOperations.addHandler(Handler(request: request, frames: frames, finished: finished))
+            }
         } catch {
             finished.fail(error)
             throw error
         }
         opened(channel)
-        // A cancelled caller (a run that failed elsewhere) closes the connection.
-        try await withTaskCancellationHandler {
-            try await finished.futureResult.get()
-        } onCancel: {
-            channel.close(promise: nil)
-        }
+        try await LoadConnection.wait(for: finished.futureResult, closingOnCancel: channel)
     }
 
     private final class Handler: ChannelInboundHandler, RemovableChannelHandler {

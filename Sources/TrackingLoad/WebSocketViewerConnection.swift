@@ -17,39 +17,29 @@ enum WebSocketViewerConnection {
         let finished = loop.makePromise(of: Void.self)
         let channel: any Channel
         do {
-            channel = try await ClientBootstrap(group: loop)
-                .channelInitializer { channel in
+            channel = try await LoadConnection.connect(host: host, port: port, on: loop) { channel in
+                let request = UpgradeRequest(host: "\(host):\(port)", token: token, finished: finished)
+                let upgrader = NIOWebSocketClientUpgrader(maxFrameSize: 1 << 20) { channel, _ in
                     channel.eventLoop.makeCompletedFuture {
-                        let request = UpgradeRequest(host: "\(host):\(port)", token: token, finished: finished)
-                        let upgrader = NIOWebSocketClientUpgrader(maxFrameSize: 1 << 20) { channel, _ in
-                            channel.eventLoop.makeCompletedFuture {
-                                try channel.pipeline.syncOperations.addHandler(
-                                    NIOWebSocketFrameAggregator(minNonFinalFragmentSize: 0, maxAccumulatedFrameCount: 1 << 16,
-                                                                maxAccumulatedFrameSize: 64 << 20))
-                                try channel.pipeline.syncOperations.addHandler(
-                                    Frames(join: join, message: message, finished: finished))
-                            }
-                        }
-                        try channel.pipeline.syncOperations.addHTTPClientHandlers(
-                            leftOverBytesStrategy: .forwardBytes,
-                            withClientUpgrade: (upgraders: [upgrader], completionHandler: { context in
-                                context.pipeline.syncOperations.removeHandler(name: UpgradeRequest.name, promise: nil)
-                            }))
-                        try channel.pipeline.syncOperations.addHandler(request, name: UpgradeRequest.name)
+                        try channel.pipeline.syncOperations.addHandler(
+                            NIOWebSocketFrameAggregator(minNonFinalFragmentSize: 0, maxAccumulatedFrameCount: 1 << 16,
+                                                        maxAccumulatedFrameSize: 64 << 20))
+                        try channel.pipeline.syncOperations.addHandler(Frames(join: join, message: message, finished: finished))
                     }
                 }
-                .connect(host: host, port: port).get()
+                try channel.pipeline.syncOperations.addHTTPClientHandlers(
+                    leftOverBytesStrategy: .forwardBytes,
+                    withClientUpgrade: (upgraders: [upgrader], completionHandler: { context in
+                        context.pipeline.syncOperations.removeHandler(name: UpgradeRequest.name, promise: nil)
+                    }))
+                try channel.pipeline.syncOperations.addHandler(request, name: UpgradeRequest.name)
+            }
         } catch {
             finished.fail(error)
             throw error
         }
         opened(channel)
-        // A cancelled caller (a run that failed elsewhere) closes the connection.
-        try await withTaskCancellationHandler {
-            try await finished.futureResult.get()
-        } onCancel: {
-            channel.close(promise: nil)
-        }
+        try await LoadConnection.wait(for: finished.futureResult, closingOnCancel: channel)
     }
 
     /// Closes the socket as a client should: a close frame, then the connection. Before the
