@@ -166,7 +166,8 @@ struct LiveNode: Sendable {
     }
 
     /// Polls `/health` until `condition` holds (bounded) and returns the last report.
-    func health(until condition: ([String: Any]) -> Bool = { _ in true }, timeout: Duration = .seconds(20)) async throws -> [String: Any] {
+    /// 60 s by default, for the reason RawConnection.waitBytes gives.
+    func health(until condition: ([String: Any]) -> Bool = { _ in true }, timeout: Duration = .seconds(60)) async throws -> [String: Any] {
         let deadline = ContinuousClock.now + timeout
         while true {
             let report = try await get("/health").object()

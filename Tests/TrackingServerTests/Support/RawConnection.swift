@@ -47,7 +47,10 @@ final class RawConnection: Sendable {
 
     /// Waits until `probe` finds what it looks for in the raw bytes received so far (for
     /// binary protocols such as WebSocket frames, which a String would mangle).
-    func waitBytes<T>(_ what: String, timeout: Duration = .seconds(20), _ probe: ([UInt8], Bool) -> T?) async throws -> T {
+    /// The default allows 60 s: beside the whole suite (88 suites sharing two cores and the
+    /// process's two event-loop threads) a server's close has been seen to take over 20 s in
+    /// CI. A close that never comes still fails here, and at the suite's time limit.
+    func waitBytes<T>(_ what: String, timeout: Duration = .seconds(60), _ probe: ([UInt8], Bool) -> T?) async throws -> T {
         let deadline = ContinuousClock.now + timeout
         while true {
             let (bytes, closed) = received.state.withLock { ($0.bytes, $0.closed) }
@@ -61,7 +64,7 @@ final class RawConnection: Sendable {
     }
 
     /// Waits until `probe` finds what it looks for in the bytes received so far, as text.
-    func wait<T>(_ what: String, timeout: Duration = .seconds(20), _ probe: (String, Bool) -> T?) async throws -> T {
+    func wait<T>(_ what: String, timeout: Duration = .seconds(60), _ probe: (String, Bool) -> T?) async throws -> T {
         try await waitBytes(what, timeout: timeout) { bytes, closed in probe(String(decoding: bytes, as: UTF8.self), closed) }
     }
 
