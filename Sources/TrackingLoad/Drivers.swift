@@ -60,6 +60,8 @@ private final class DriverHandler: ChannelInboundHandler {
     private let interval: TimeAmount
     private let seconds: Double
     private let booking: String
+    /// The headers every POST of this driver shares (Content-Length is added per POST).
+    private let headers: HTTPHeaders
     private var track: StreetTrack
     private var next: NIODeadline
     private var number: Int64 = 0
@@ -80,6 +82,7 @@ private final class DriverHandler: ChannelInboundHandler {
         interval = TimeAmount(loop.interval)
         seconds = loop.interval.secondsDouble
         booking = loop.driver.booking.map { #","booking_id":"\#($0)""# } ?? ""
+        headers = ["Host": "\(loop.host):\(loop.port)", "X-API-Key": loop.driver.apiKey, "Content-Type": "application/json"]
         track = StreetTrack(seed: UInt64(loop.driver.index) &* 7_919 &+ 17)
         next = firstPost
     }
@@ -113,10 +116,9 @@ private final class DriverHandler: ChannelInboundHandler {
         let fix = track.advance(seconds: seconds)
         let sent = wallMicros()
         let body = ByteBuffer(string: #"{"latitude":\#(fix.latitude),"longitude":\#(fix.longitude),"timestamp":"\#(isoTimestamp(micros: sent))","speed":\#(fix.speed),"heading":\#(fix.heading)\#(booking),"attributes":{"sim_d":\#(driver.driver.index),"sim_n":\#(number),"sim_us":\#(sent)}}"#)
-        let head = HTTPRequestHead(version: .http1_1, method: .POST, uri: "/api/v1/locations", headers: [
-            "Host": "\(driver.host):\(driver.port)", "X-API-Key": driver.driver.apiKey,
-            "Content-Type": "application/json", "Content-Length": "\(body.readableBytes)",
-        ])
+        var headers = headers
+        headers.add(name: "Content-Length", value: String(body.readableBytes))
+        let head = HTTPRequestHead(version: .http1_1, method: .POST, uri: "/api/v1/locations", headers: headers)
         inFlight = .now()
         inFlightNumber = number
         status = nil

@@ -116,10 +116,10 @@ public enum LoadError: Error, CustomStringConvertible {
 /// Small HTTP helpers over AsyncHTTPClient.
 public enum LoadHTTP {
     /// Host and port of a plain-HTTP base URL, for the simulator's own connections (drivers and
-    /// viewers speak HTTP/1.1 over NIO directly, without TLS).
-    static func hostAndPort(_ baseURL: String) throws -> (host: String, port: Int) {
+    /// viewers speak HTTP/1.1 over NIO directly, without TLS). The commands check `--target` with it.
+    public static func hostAndPort(_ baseURL: String) throws -> (host: String, port: Int) {
         guard let url = URL(string: baseURL), url.scheme == "http", let host = url.host else {
-            throw LoadError.invalid("--target must be a plain http:// URL (the load clients do not speak TLS): \(baseURL)")
+            throw LoadError.invalid("--target must be a plain http:// URL with a host (the load clients do not speak TLS): \(baseURL)")
         }
         return (host, url.port ?? 80)
     }

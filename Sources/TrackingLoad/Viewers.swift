@@ -93,15 +93,19 @@ public final class Viewer: Sendable {
         if duplicate { counters.duplicates.add(1, ordering: .relaxed) }
     }
 
+    /// Keeps the connected channel for `stop()`, and closes it at once if the run was stopped
+    /// while it connected.
+    @Sendable private func adopt(_ channel: any Channel) {
+        connection.withLock { $0 = channel }
+        if stopping.load(ordering: .relaxed) { channel.close(promise: nil) }
+    }
+
     // MARK: SSE
 
     private func runSSE(baseURL: String) async throws {
         let (host, port) = try LoadHTTP.hostAndPort(baseURL)
         try await SSEViewerConnection.run(host: host, port: port, path: stream.ssePath, token: token,
-                                          frames: { self.frames(in: $0) }) { channel in
-            connection.withLock { $0 = channel }
-            if stopping.load(ordering: .relaxed) { channel.close(promise: nil) }  // stopped while connecting
-        }
+                                          frames: { self.frames(in: $0) }, opened: adopt)
     }
 
     /// Handles every complete frame (ending in a blank line) and returns the bytes consumed.
@@ -157,10 +161,7 @@ public final class Viewer: Sendable {
         let (host, port) = try LoadHTTP.hostAndPort(baseURL)
         let join = #"{"action":"join","room":"\#(stream.room)"}"#
         try await WebSocketViewerConnection.run(host: host, port: port, token: token, join: join,
-                                                message: { self.message($0) }) { channel in
-            connection.withLock { $0 = channel }
-            if stopping.load(ordering: .relaxed) { channel.close(promise: nil) }  // stopped while connecting
-        }
+                                                message: { self.message($0) }, opened: adopt)
     }
 
     private func message(_ bytes: UnsafeBufferPointer<UInt8>) {

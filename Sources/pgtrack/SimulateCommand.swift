@@ -82,8 +82,8 @@ struct Simulate: AsyncParsableCommand {
     func validate() throws {
         _ = try plan()
         guard (1...65_535).contains(port) else { throw ValidationError("--port must be 1–65535") }
-        if let target, URL(string: target)?.scheme != "http" || URL(string: target)?.host == nil {
-            throw ValidationError("--target must be a plain http:// URL with a host (the load clients do not speak TLS)")
+        if let target {
+            do { _ = try LoadHTTP.hostAndPort(target) } catch { throw ValidationError("\(error)") }
         }
     }
 
