@@ -26,14 +26,21 @@ struct DriverLoop {
     /// Posts until `end`; returns how many fixes the server accepted. A POST that fails, is
     /// refused or times out is counted in `counters.postErrors`. A connection that cannot be
     /// opened, or is lost, ends the driver, and every post it would still have made counts as
-    /// an error. Cancelling the calling task closes the connection.
+    /// an error. A tick that finds the driver still waiting for an earlier answer that already
+    /// has a post due, or comes more than a tick late, makes no post and counts in
+    /// `counters.skippedTicks`. So every tick of the driver's schedule is counted exactly once:
+    /// accepted + errors + skipped = ticks planned, however slow the server, and a driver that
+    /// stopped silently would show as a shortfall. Cancelling the calling task closes the
+    /// connection.
     func run(start: ContinuousClock.Instant, end: ContinuousClock.Instant) async -> Int64 {
         let loop = MultiThreadedEventLoopGroup.singleton.next()
         let done = loop.makePromise(of: Int64.self)
         // NIO's deadlines and Swift's clocks may count from different origins: go through "now".
+        // Both from one reading, so that the number of ticks between them is exact.
         let phase = interval * Double.random(in: 0..<1)
-        let firstPost = NIODeadline.now() + TimeAmount((start + phase) - ContinuousClock.now)
-        let stop = NIODeadline.now() + TimeAmount(end - ContinuousClock.now)
+        let (nioNow, now) = (NIODeadline.now(), ContinuousClock.now)
+        let firstPost = nioNow + TimeAmount((start + phase) - now)
+        let stop = nioNow + TimeAmount(end - now)
         let channel: any Channel
         do {
             channel = try await LoadConnection.connect(host: host, port: port, on: loop) { channel in
@@ -41,11 +48,17 @@ struct DriverLoop {
                 try channel.pipeline.syncOperations.addHandler(DriverHandler(loop: self, firstPost: firstPost, stop: stop, done: done))
             }
         } catch {
-            counters.postErrors.add(Int(max(1, (end - start) / interval)), ordering: .relaxed)
+            counters.postErrors.add(Int(Self.ticks(from: firstPost, before: stop, every: TimeAmount(interval))), ordering: .relaxed)
             done.succeed(0)
             return 0
         }
         return (try? await LoadConnection.wait(for: done.futureResult, closingOnCancel: channel)) ?? 0
+    }
+
+    /// How many ticks of a schedule starting at `first` fall before `stop`.
+    static func ticks(from first: NIODeadline, before stop: NIODeadline, every interval: TimeAmount) -> Int64 {
+        guard first < stop else { return 0 }
+        return (stop - first - .nanoseconds(1)).nanoseconds / interval.nanoseconds + 1
     }
 }
 
@@ -105,9 +118,20 @@ private final class DriverHandler: ChannelInboundHandler {
     private func tick(context: ChannelHandlerContext) {
         guard ticking else { return }  // the connection closed
         next = next + interval
+        // Far behind (the loop was busy): skip the ticks that passed rather than burst to catch up.
         let now = NIODeadline.now()
-        if next < now - interval { next = now }  // far behind: do not burst to catch up
-        if inFlight == nil { post(context: context) } else { due = true }
+        if next < now - interval {
+            let behind = DriverLoop.ticks(from: next, before: now - interval, every: interval)
+            skipped(DriverLoop.ticks(from: next, before: min(stop, now - interval), every: interval))
+            next = next + interval * behind
+        }
+        if inFlight == nil {
+            post(context: context)
+        } else if due {
+            skipped(1)  // one post is already due after the answer; a second would be a burst
+        } else {
+            due = true
+        }
         schedule(context: context)
     }
 
@@ -132,6 +156,10 @@ private final class DriverHandler: ChannelInboundHandler {
             // Unanswered: counted as failed by channelInactive once the connection is closed.
             if handler.inFlight != nil, handler.inFlightNumber == posted { context.close(promise: nil) }
         }
+    }
+
+    private func skipped(_ ticks: Int64) {
+        if ticks > 0 { driver.counters.skippedTicks.add(Int(ticks), ordering: .relaxed) }
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -171,7 +199,7 @@ private final class DriverHandler: ChannelInboundHandler {
     func channelInactive(context: ChannelHandlerContext) {
         // Lost before the end: the POST in flight (or due) failed, and so does every tick left.
         var failed: Int64 = inFlight != nil || due ? 1 : 0
-        if ticking, next < stop { failed += (stop - next).nanoseconds / interval.nanoseconds + 1 }
+        if ticking { failed += DriverLoop.ticks(from: next, before: stop, every: interval) }
         if failed > 0 { driver.counters.postErrors.add(Int(failed), ordering: .relaxed) }
         inFlight = nil
         due = false

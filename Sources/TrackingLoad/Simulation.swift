@@ -41,6 +41,9 @@ public struct SimulationReport: Codable, Sendable {
     public struct Ingest: Codable, Sendable {
         public var requests: Int
         public var errors: Int
+        /// Ticks that made no post because the driver was behind (see `DriverLoop.run`):
+        /// requests + errors + skippedTicks is every tick the drivers planned.
+        public var skippedTicks: Int
         public var requestsPerSecond: Double
         public var positionsPerSecond: Double
         public var latencyMs: LatencySummary
@@ -182,6 +185,7 @@ public struct Simulation: Sendable {
                 bookedDrivers: fleet.drivers.filter { $0.booking != nil }.count,
                 elapsedSeconds: (elapsed * 100).rounded() / 100,
                 ingest: .init(requests: posts, errors: counters.postErrors.load(ordering: .relaxed),
+                              skippedTicks: counters.skippedTicks.load(ordering: .relaxed),
                               requestsPerSecond: rate(posts, elapsed), positionsPerSecond: rate(counters.positions.load(ordering: .relaxed), elapsed),
                               latencyMs: ingestLatency.summary),
                 delivery: .init(events: events, eventsPerSecond: rate(events, elapsed),

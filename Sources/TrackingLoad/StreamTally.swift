@@ -69,6 +69,9 @@ public struct StreamTally: Sendable {
 public final class LoadCounters: Sendable {
     public let posts = Atomic<Int>(0)
     public let postErrors = Atomic<Int>(0)
+    /// Driver ticks that made no post: the driver was still waiting for an answer with a post
+    /// already due, or its loop was more than a tick late.
+    public let skippedTicks = Atomic<Int>(0)
     public let positions = Atomic<Int>(0)
     public let deliveries = Atomic<Int>(0)
     public let duplicates = Atomic<Int>(0)

@@ -72,7 +72,7 @@ enum SimulationText {
         let res = r.server.resources
         return """
             scenario \(r.plan.scenario): \(r.plan.drivers) drivers / \(r.plan.tenants) tenants at \(r.plan.rateHz) Hz, \(r.viewers) viewers (\(r.sseViewers) SSE, \(r.wsViewers) WebSocket), \(r.bookedDrivers) drivers on bookings, \(r.elapsedSeconds) s against \(r.target)
-            ingest:    \(r.ingest.requests) requests, \(r.ingest.errors) errors, \(r.ingest.requestsPerSecond) req/s, \(r.ingest.positionsPerSecond) positions/s; latency \(r.ingest.latencyMs)
+            ingest:    \(r.ingest.requests) requests, \(r.ingest.errors) errors, \(r.ingest.skippedTicks) ticks skipped while behind, \(r.ingest.requestsPerSecond) req/s, \(r.ingest.positionsPerSecond) positions/s; latency \(r.ingest.latencyMs)
             delivery:  \(r.delivery.events) events, \(r.delivery.eventsPerSecond) events/s; lost \(r.delivery.lost) of \(r.delivery.expected), duplicated \(r.delivery.duplicated), out of order \(r.delivery.outOfOrder), resets \(r.delivery.resets), failed streams \(r.delivery.streamFailures)
             end-to-end: \(r.delivery.latencyMs)
                   SSE: \(r.delivery.sseLatencyMs)
