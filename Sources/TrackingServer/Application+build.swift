@@ -9,6 +9,8 @@ import TrackingStore
 /// The parts of a running node that callers (tests, health) may need to reach.
 public struct TrackingNode: Sendable {
     public let repository: TrackingRepository
+    /// What the node remembers of API keys (kept fresh by the listener).
+    public let deviceKeys: DeviceKeyCache
     public let listener: NotificationListener
     public let hub: FanOutHub
     public let snapshots: SnapshotCoalescer
@@ -24,7 +26,9 @@ public func buildApplication(
     logger: Logger
 ) async throws -> (Application<RouterResponder<AppRequestContext>>, TrackingNode) {
     let client = PostgresClient(configuration: try database.clientConfiguration(), backgroundLogger: logger)
-    let repository = TrackingRepository(client: client, logger: logger)
+    // Kept fresh by the listener below (it LISTENs on the key channel).
+    let deviceKeys = DeviceKeyCache()
+    let repository = TrackingRepository(client: client, logger: logger, deviceKeys: deviceKeys)
     let hub = FanOutHub(mailboxCapacity: configuration.clientBufferSize,
                         heartbeatInterval: .seconds(configuration.heartbeatSeconds),
                         minBroadcastInterval: configuration.minBroadcastInterval, logger: logger)
@@ -95,6 +99,6 @@ public func buildApplication(
                            daysAhead: configuration.partitionDaysAhead, interval: configuration.maintenanceInterval,
                            logger: logger),
         SyncUpkeep(repository: repository, lagInterval: configuration.cdcLagInterval, logger: logger))
-    return (app, TrackingNode(repository: repository, listener: listener, hub: hub, snapshots: snapshots, tokens: tokens,
+    return (app, TrackingNode(repository: repository, deviceKeys: deviceKeys, listener: listener, hub: hub, snapshots: snapshots, tokens: tokens,
                               registration: registration))
 }

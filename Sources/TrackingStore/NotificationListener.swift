@@ -44,6 +44,8 @@ public actor NotificationListener: Service {
     let readyTimeout: Duration
 
     private var topics: [BusTopic: TopicState] = [:]
+    /// The LISTEN on the key channel, while connected (see `watchKeys`).
+    private var keyWatch: Task<Void, Never>?
     private var connection: PostgresConnection?
     private var generation = 0
     private var reconnects = 0
@@ -220,6 +222,42 @@ public actor NotificationListener: Service {
         if !carried.isEmpty { sink.deliver(carried, to: topic) }
     }
 
+    // MARK: Key changes
+
+    /// LISTENs on the key channel for the node's `DeviceKeyCache`, which serves only while this
+    /// LISTEN is active and forgets a tenant's keys at each ring (SQL/041). A node without a
+    /// cache does not listen.
+    private func watchKeys(on connection: PostgresConnection, generation: Int) {
+        guard let keys = repository.deviceKeys else { return }
+        keyWatch = Task {
+            do {
+                try await connection.listen(on: DeviceKeyCache.channel) { notifications in
+                    self.keysListening(generation: generation)
+                    for try await notification in notifications {
+                        guard let tenant = TenantID(notification.payload) else {
+                            self.logger.warning("ignoring malformed notification on \(DeviceKeyCache.channel)")
+                            continue
+                        }
+                        keys.forget(tenant: tenant)
+                    }
+                }
+            } catch is CancellationError {
+            } catch {
+                // Without this LISTEN the cache would miss rings: reconnect, as a topic does.
+                self.logger.debug("listen on \(DeviceKeyCache.channel) ended: \(describeDatabaseError(error))")
+                if self.generation == generation {
+                    keys.setListening(false)
+                    self.connection?.close().whenComplete { _ in }
+                }
+            }
+        }
+    }
+
+    private func keysListening(generation: Int) {
+        guard self.generation == generation, connection != nil else { return }
+        repository.deviceKeys?.setListening(true)
+    }
+
     // MARK: Connection supervision
 
     public func run() async throws {
@@ -284,6 +322,7 @@ public actor NotificationListener: Service {
         if generation > 1 { reconnects += 1 }
         self.connection = connection
         logger.info("listener connected", metadata: ["topics": "\(topics.count)"])
+        watchKeys(on: connection, generation: generation)
         for topic in topics.keys {
             startConsumer(for: topic, on: connection, generation: generation)
         }
@@ -291,6 +330,9 @@ public actor NotificationListener: Service {
 
     private func disconnected() {
         connection = nil
+        keyWatch?.cancel()
+        keyWatch = nil
+        repository.deviceKeys?.setListening(false)
         for topic in Array(topics.keys) {
             topics[topic]?.consumer?.cancel()
             topics[topic]?.consumer = nil

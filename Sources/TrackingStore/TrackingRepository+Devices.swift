@@ -136,7 +136,7 @@ extension TrackingRepository {
     /// Deletes a device with its keys, marker and history; subscribers get `purged` first.
     /// False when the tenant has no such device.
     public func deleteDevice(_ id: UUID, tenant: TenantID) async throws -> Bool {
-        try await withTenant(tenant) { connection in
+        try await changingKeys(of: tenant) { connection in
             guard try await lockDevice(id, tenant: tenant, on: connection) else { return false }
             try await connection.query("SELECT pgtrack_purge_device(\(tenant.rawValue), \(id))", logger: logger)
             try await connection.query("DELETE FROM devices WHERE id = \(id) AND tenant_id = \(tenant.rawValue)", logger: logger)
@@ -187,17 +187,30 @@ extension TrackingRepository {
     // MARK: API keys
 
     /// The device a key belongs to, or nil for an unknown or revoked key. Looked up by the
-    /// key's SHA-256 (a unique index), then the stored hash is compared in constant time.
+    /// key's SHA-256 (a unique index), then the stored hash is compared in constant time; a
+    /// serving node remembers the answer (`DeviceKeyCache`: for as long as no change rings).
     public func authenticateDevice(apiKey: String) async throws -> DeviceIdentity? {
         guard DeviceAPIKey.looksValid(apiKey) else { return nil }
         let hash = DeviceAPIKey.hash(apiKey)
+        if let remembered = deviceKeys?.device(forKeyHash: hash) { return remembered }
+        let ticket = deviceKeys?.ticket()
         let rows = try await client.execute(DeviceByKeyHash(keyHash: ByteBuffer(bytes: hash)), logger: logger)
+        var found: DeviceIdentity?
         for try await (stored, id, tenant, name, group, grade, uniqueID) in rows {
-            guard DeviceAPIKey.constantTimeEqual(Array(buffer: stored), hash), let tenantID = TenantID(tenant) else { return nil }
-            return DeviceIdentity(id: id, tenant: tenantID, name: name, group: group, grade: grade,
-                                  uniqueID: uniqueID.flatMap(DeviceUniqueID.init))
+            guard DeviceAPIKey.constantTimeEqual(Array(buffer: stored), hash), let tenantID = TenantID(tenant) else { continue }
+            found = DeviceIdentity(id: id, tenant: tenantID, name: name, group: group, grade: grade,
+                                   uniqueID: uniqueID.flatMap(DeviceUniqueID.init))
         }
-        return nil
+        if let found, let ticket { deviceKeys?.remember(found, forKeyHash: hash, ticket: ticket) }
+        return found
+    }
+
+    /// Runs a change to the tenant's devices or keys; once it has committed, this node forgets
+    /// the tenant's remembered keys at once, before the caller answers (other nodes hear the
+    /// ring of SQL/041).
+    func changingKeys<T: Sendable>(of tenant: TenantID, _ body: (PostgresConnection) async throws -> T) async throws -> T {
+        defer { deviceKeys?.forget(tenant: tenant) }
+        return try await withTenant(tenant, body)
     }
 
     /// Every key of a device, newest first; nil when the tenant has no such device.
@@ -220,7 +233,7 @@ extension TrackingRepository {
     /// working in the same transaction. Nil when the tenant has no such device.
     public func createKey(device id: UUID, tenant: TenantID, revokeOthers: Bool) async throws -> (DeviceKeyRecord, apiKey: String)? {
         let key = DeviceAPIKey.generate()
-        return try await withTenant(tenant) { connection in
+        return try await changingKeys(of: tenant) { connection in
             guard try await lockDevice(id, tenant: tenant, on: connection) else { return nil }
             if revokeOthers {
                 try await connection.query("""
@@ -235,7 +248,7 @@ extension TrackingRepository {
 
     /// Revokes one key. Nil when the tenant has no such device or key; false when it was already revoked.
     public func revokeKey(_ keyID: UUID, device id: UUID, tenant: TenantID) async throws -> Bool? {
-        try await withTenant(tenant) { connection in
+        try await changingKeys(of: tenant) { connection in
             let rows = try await connection.query("""
                 UPDATE device_api_keys SET revoked_at = coalesce(revoked_at, now())
                  WHERE id = \(keyID) AND device_id = \(id) AND tenant_id = \(tenant.rawValue)

@@ -201,7 +201,7 @@ extension TrackingRepository {
     /// another device of the tenant has it.
     public func setUniqueID(_ uniqueID: DeviceUniqueID?, device id: UUID, tenant: TenantID) async throws -> Bool? {
         do {
-            return try await withTenant(tenant) { connection in
+            return try await changingKeys(of: tenant) { connection in
                 let rows = try await connection.query("""
                     UPDATE devices SET unique_id = \(uniqueID?.rawValue) WHERE id = \(id) AND tenant_id = \(tenant.rawValue) RETURNING 1
                     """, logger: logger)

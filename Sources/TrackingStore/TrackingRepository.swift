@@ -71,16 +71,20 @@ public struct TrackingRepository: Sendable {
     /// the tenant they name, on the hot path of every push, in one round trip instead of a
     /// four-statement transaction. Everything a request triggers runs with it on.
     let rowLevelSecurity: Bool
+    /// The serving node's memory of API keys; nil (every lookup asks the database) for the
+    /// command-line tools, which run no listener to keep one fresh.
+    let deviceKeys: DeviceKeyCache?
 
-    public init(client: PostgresClient, logger: Logger, rowLevelSecurity: Bool = true) {
+    public init(client: PostgresClient, logger: Logger, rowLevelSecurity: Bool = true, deviceKeys: DeviceKeyCache? = nil) {
         self.client = client
         self.logger = logger
         self.rowLevelSecurity = rowLevelSecurity
+        self.deviceKeys = deviceKeys
     }
 
     /// The same repository for node-internal readers, without the per-transaction tenant role.
     public var asNode: TrackingRepository {
-        TrackingRepository(client: client, logger: logger, rowLevelSecurity: false)
+        TrackingRepository(client: client, logger: logger, rowLevelSecurity: false, deviceKeys: deviceKeys)
     }
 
     /// Runs `body` in a transaction restricted to `tenant` by row-level security.

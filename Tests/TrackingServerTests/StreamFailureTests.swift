@@ -115,7 +115,7 @@ struct StreamFailureTests {
     }
 
     /// Terminates the node's listener connection; returns how many backends were signalled.
-    private static func terminateListener(on connection: PostgresConnection) async throws -> Int {
+    static func terminateListener(on connection: PostgresConnection) async throws -> Int {
         let rows = try await connection.query("""
             SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity
              WHERE application_name = 'pgtrack-listener' AND datname = current_database()

@@ -1,0 +1,105 @@
+import Foundation
+import Synchronization
+import TrackingCore
+
+/// The node's memory of which device each API key belongs to, so that a device posting every
+/// second does not cost a database round trip per POST just to say who it is.
+///
+/// Under the reference load (`pgtrack simulate --scenario seed`) the key lookup was one of the
+/// two statements of every POST: 1,000 lookups/s, each a trip through the pool, PostgreSQL and
+/// back onto the request's task.
+///
+/// It is only as fresh as the database tells it to be:
+/// - Entries are served only while the node's listener is LISTENing on `channel`, which
+///   triggers on `devices` and `device_api_keys` ring for any update or delete (SQL/041), naming
+///   the tenant. A ring forgets that tenant's entries. While the listener is down nothing is
+///   served from memory and nothing is remembered, and everything is forgotten when it
+///   reconnects, since rings may have been missed.
+/// - A lookup remembers its answer only if nothing was forgotten while it ran (`version`), so
+///   a key revoked between the read and the store is not put back.
+/// - The node's own key and device changes forget their tenant as soon as they commit, before
+///   the response, so a client that revokes a key and uses it next gets a 401 at once.
+/// - Entries expire after `lifetime` anyway, bounding the damage of a ring lost on a listener
+///   connection that died silently (noticed within two ping intervals).
+/// Unknown and revoked keys are not remembered: they always ask the database.
+public final class DeviceKeyCache: Sendable {
+    /// The doorbell channel of key and device changes; the payload is the tenant id.
+    public static let channel = "pgtrack_device_keys"
+
+    struct Entry {
+        let device: DeviceIdentity
+        let stored: ContinuousClock.Instant
+    }
+
+    struct State {
+        var entries: [[UInt8]: Entry] = [:]
+        /// Bumped by every forget, so a lookup that overlapped one does not store.
+        var version: UInt64 = 0
+        /// The listener is LISTENing on `channel`.
+        var live = false
+    }
+
+    /// A lookup's ticket: what the cache looked like when the database read began.
+    public struct Ticket: Sendable {
+        let version: UInt64
+    }
+
+    let lifetime: Duration
+    let capacity: Int
+    private let state = Mutex(State())
+
+    public init(lifetime: Duration = .seconds(60), capacity: Int = 100_000) {
+        self.lifetime = lifetime
+        self.capacity = capacity
+    }
+
+    /// The device of a key's hash, if remembered, fresh, and the listener is up.
+    public func device(forKeyHash hash: [UInt8]) -> DeviceIdentity? {
+        let now = ContinuousClock.now
+        return state.withLock { state in
+            guard state.live, let entry = state.entries[hash] else { return nil }
+            guard now - entry.stored < lifetime else {
+                state.entries[hash] = nil
+                return nil
+            }
+            return entry.device
+        }
+    }
+
+    /// Take before reading the database; hand to `remember`.
+    public func ticket() -> Ticket {
+        state.withLock { Ticket(version: $0.version) }
+    }
+
+    /// Remembers what the database said, unless something was forgotten since `ticket` (or the
+    /// listener is down).
+    public func remember(_ device: DeviceIdentity, forKeyHash hash: [UInt8], ticket: Ticket) {
+        let now = ContinuousClock.now
+        state.withLock { state in
+            guard state.live, state.version == ticket.version else { return }
+            // Past the bound, start over rather than track recency: a rare event at this size.
+            if state.entries.count >= capacity { state.entries.removeAll(keepingCapacity: true) }
+            state.entries[hash] = Entry(device: device, stored: now)
+        }
+    }
+
+    /// A key or device of `tenant` changed (a ring, or this node's own change).
+    public func forget(tenant: TenantID) {
+        state.withLock { state in
+            state.version &+= 1
+            state.entries = state.entries.filter { $0.value.device.tenant != tenant }
+        }
+    }
+
+    /// The listener LISTENs on `channel` (true) or lost its connection (false). Either way
+    /// what is remembered may have missed a ring.
+    public func setListening(_ listening: Bool) {
+        state.withLock { state in
+            state.version &+= 1
+            state.live = listening
+            state.entries.removeAll()
+        }
+    }
+
+    public var count: Int { state.withLock { $0.entries.count } }
+}
