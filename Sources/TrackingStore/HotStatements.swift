@@ -2,7 +2,7 @@ import Foundation
 import NIOCore
 import PostgresNIO
 
-// The statements every POST runs, as named prepared statements: PostgresNIO prepares each once
+// Statements on hot paths, as named prepared statements: PostgresNIO prepares each once
 // per pooled connection, and PostgreSQL then reuses its plan. Sent as ordinary queries they were
 // parsed and planned on every call; under the reference load (`pgtrack simulate --scenario
 // seed`, pg_stat_statements with track_planning) the key lookup alone was planned 30,330 times
@@ -46,6 +46,44 @@ struct IngestPositions: PostgresPreparedStatement {
     func makeBindings() throws -> PostgresBindings {
         var bindings = PostgresBindings(capacity: 1)
         bindings.append(rowsJSON)
+        return bindings
+    }
+
+    func decodeRow(_ row: PostgresRow) throws -> Row {
+        try row.decode(Row.self)
+    }
+}
+
+/// A booking stream's opening: the latest unfiltered fix of each device on the booking. There
+/// is no time bound to prune with, so a fresh plan covers every day partition of positions.
+struct BookingSnapshot: PostgresPreparedStatement {
+    static let name = "pgtrack_booking_snapshot"
+    static let sql = """
+        SELECT h.last_seq, latest.device_id, d.group_name, d.grade, latest.j::text
+          FROM change_log_heads h
+          LEFT JOIN (
+              SELECT DISTINCT ON (p.device_id) p.tenant_id, p.device_id,
+                     pgtrack_position_json(p.device_id, p.booking_id, p.fix_time, p.received_at,
+                         p.location, p.speed, p.heading, p.altitude, p.accuracy, p.battery,
+                         p.attributes) AS j
+                FROM positions p
+               WHERE p.tenant_id = $1 AND p.booking_id = $2
+                 AND p.filter_reason IS NULL  -- a filtered fix is never a marker
+               ORDER BY p.device_id, p.fix_time DESC, p.id DESC) latest ON latest.tenant_id = h.tenant_id
+          LEFT JOIN devices d ON d.id = latest.device_id
+         WHERE h.tenant_id = $1
+         ORDER BY latest.device_id
+        """
+    static let bindingDataTypes: [PostgresDataType] = [.text, .text]
+    typealias Row = TrackingRepository.SnapshotRow
+
+    let tenant: String
+    let booking: String
+
+    func makeBindings() throws -> PostgresBindings {
+        var bindings = PostgresBindings(capacity: 2)
+        bindings.append(tenant)
+        bindings.append(booking)
         return bindings
     }
 
