@@ -34,3 +34,20 @@ DROP TRIGGER IF EXISTS devices_delete_ring ON devices;
 CREATE TRIGGER devices_delete_ring AFTER DELETE ON devices
     REFERENCING OLD TABLE AS old_rows
     FOR EACH STATEMENT EXECUTE FUNCTION pgtrack_device_keys_changed();
+
+-- TRUNCATE has no rows to name a tenant by: it rings '*' (DeviceKeyCache.everyone), which
+-- forgets every tenant. (TRUNCATE tenants CASCADE truncates devices and keys too.)
+CREATE OR REPLACE FUNCTION pgtrack_device_keys_truncated() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('pgtrack_device_keys', '*');
+    RETURN NULL;
+END
+$$;
+
+DROP TRIGGER IF EXISTS device_api_keys_truncate_ring ON device_api_keys;
+CREATE TRIGGER device_api_keys_truncate_ring AFTER TRUNCATE ON device_api_keys
+    FOR EACH STATEMENT EXECUTE FUNCTION pgtrack_device_keys_truncated();
+DROP TRIGGER IF EXISTS devices_truncate_ring ON devices;
+CREATE TRIGGER devices_truncate_ring AFTER TRUNCATE ON devices
+    FOR EACH STATEMENT EXECUTE FUNCTION pgtrack_device_keys_truncated();

@@ -22,6 +22,10 @@ struct HealthRoutes {
         let subscribers: Int
         let channelsListened: Int
         let notificationQueueUsage: Double?
+        /// Whether API keys may be answered from memory (the key channel is LISTENed), and how
+        /// many are remembered.
+        let deviceKeysListening: Bool?
+        let deviceKeysRemembered: Int?
         /// The worst CDC lag status over every tenant's synced tables, and how many have data.
         /// A lagging sync feed does not make the node unhealthy: streams still work.
         let cdcLag: CDCLag?
@@ -36,6 +40,7 @@ struct HealthRoutes {
             case status, database, databaseError = "database_error", listenerConnected = "listener_connected"
             case listenerReconnects = "listener_reconnects", subscribers, channelsListened = "channels_listened"
             case notificationQueueUsage = "notification_queue_usage"
+            case deviceKeysListening = "device_keys_listening", deviceKeysRemembered = "device_keys_remembered"
         }
     }
 
@@ -49,7 +54,8 @@ struct HealthRoutes {
         return Report(status: healthy ? "ok" : "degraded", database: usage != nil, databaseError: databaseError,
                       listenerConnected: listenerStatus.connected, listenerReconnects: listenerStatus.reconnects,
                       subscribers: hub.subscriberCount, channelsListened: listenerStatus.topics,
-                      notificationQueueUsage: usage, cdcLag: cdcLag.map { .init(status: $0.status, tables: $0.tables) })
+                      notificationQueueUsage: usage, deviceKeysListening: repository.deviceKeys?.isListening,
+                      deviceKeysRemembered: repository.deviceKeys?.count, cdcLag: cdcLag.map { .init(status: $0.status, tables: $0.tables) })
     }
 
     @Sendable func health(request: Request, context: AppRequestContext) async throws -> Response {

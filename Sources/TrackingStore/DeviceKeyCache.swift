@@ -19,12 +19,18 @@ import TrackingCore
 ///   a key revoked between the read and the store is not put back.
 /// - The node's own key and device changes forget their tenant as soon as they commit, before
 ///   the response, so a client that revokes a key and uses it next gets a 401 at once.
-/// - Entries expire after `lifetime` anyway, bounding the damage of a ring lost on a listener
-///   connection that died silently (noticed within two ping intervals).
+/// - A listener connection that dies silently is noticed by its ping within two ping intervals
+///   (~10 s); rings sent meanwhile are lost, so for that long a changed key may still be
+///   served. Entries expire after `lifetime` (60 s) whatever happens, which also bounds SQL
+///   that changes keys without firing triggers (`session_replication_role = replica`,
+///   disabled triggers).
 /// Unknown and revoked keys are not remembered: they always ask the database.
 public final class DeviceKeyCache: Sendable {
     /// The doorbell channel of key and device changes; the payload is the tenant id.
     public static let channel = "pgtrack_device_keys"
+
+    /// The payload that forgets every tenant (TRUNCATE rings it).
+    public static let everyone = "*"
 
     struct Entry {
         let device: DeviceIdentity
@@ -33,15 +39,34 @@ public final class DeviceKeyCache: Sendable {
 
     struct State {
         var entries: [[UInt8]: Entry] = [:]
-        /// Bumped by every forget, so a lookup that overlapped one does not store.
-        var version: UInt64 = 0
+        /// Which remembered keys are each tenant's, so a ring forgets them without a scan.
+        var byTenant: [TenantID: Set<[UInt8]>] = [:]
+        /// Counts forgets; a ticket holds its value when the lookup began.
+        var clock: UInt64 = 0
+        /// When each tenant was last forgotten, and when everything was: a lookup that
+        /// overlapped either does not store.
+        var tenantForgotten: [TenantID: UInt64] = [:]
+        var allForgotten: UInt64 = 0
         /// The listener is LISTENing on `channel`.
         var live = false
+
+        mutating func remove(_ hash: [UInt8]) {
+            guard let entry = entries.removeValue(forKey: hash) else { return }
+            byTenant[entry.device.tenant]?.remove(hash)
+        }
+
+        mutating func forgetAll() {
+            clock &+= 1
+            allForgotten = clock
+            tenantForgotten.removeAll()
+            entries.removeAll()
+            byTenant.removeAll()
+        }
     }
 
-    /// A lookup's ticket: what the cache looked like when the database read began.
+    /// A lookup's ticket: when the database read began.
     public struct Ticket: Sendable {
-        let version: UInt64
+        let clock: UInt64
     }
 
     let lifetime: Duration
@@ -59,7 +84,7 @@ public final class DeviceKeyCache: Sendable {
         return state.withLock { state in
             guard state.live, let entry = state.entries[hash] else { return nil }
             guard now - entry.stored < lifetime else {
-                state.entries[hash] = nil
+                state.remove(hash)
                 return nil
             }
             return entry.device
@@ -68,38 +93,51 @@ public final class DeviceKeyCache: Sendable {
 
     /// Take before reading the database; hand to `remember`.
     public func ticket() -> Ticket {
-        state.withLock { Ticket(version: $0.version) }
+        state.withLock { Ticket(clock: $0.clock) }
     }
 
-    /// Remembers what the database said, unless something was forgotten since `ticket` (or the
-    /// listener is down).
+    /// Remembers what the database said, unless the device's tenant (or everything) was
+    /// forgotten since `ticket`, or the listener is down.
     public func remember(_ device: DeviceIdentity, forKeyHash hash: [UInt8], ticket: Ticket) {
         let now = ContinuousClock.now
         state.withLock { state in
-            guard state.live, state.version == ticket.version else { return }
+            guard state.live, state.allForgotten <= ticket.clock,
+                  state.tenantForgotten[device.tenant, default: 0] <= ticket.clock else { return }
             // Past the bound, start over rather than track recency: a rare event at this size.
-            if state.entries.count >= capacity { state.entries.removeAll(keepingCapacity: true) }
+            if state.entries.count >= capacity {
+                state.entries.removeAll(keepingCapacity: true)
+                state.byTenant.removeAll()
+            }
+            state.remove(hash)
             state.entries[hash] = Entry(device: device, stored: now)
+            state.byTenant[device.tenant, default: []].insert(hash)
         }
     }
 
     /// A key or device of `tenant` changed (a ring, or this node's own change).
     public func forget(tenant: TenantID) {
         state.withLock { state in
-            state.version &+= 1
-            state.entries = state.entries.filter { $0.value.device.tenant != tenant }
+            state.clock &+= 1
+            state.tenantForgotten[tenant] = state.clock
+            for hash in state.byTenant.removeValue(forKey: tenant) ?? [] { state.entries[hash] = nil }
         }
+    }
+
+    /// A ring for every tenant (TRUNCATE), or one the node cannot read.
+    public func forgetAll() {
+        state.withLock { $0.forgetAll() }
     }
 
     /// The listener LISTENs on `channel` (true) or lost its connection (false). Either way
     /// what is remembered may have missed a ring.
     public func setListening(_ listening: Bool) {
         state.withLock { state in
-            state.version &+= 1
+            state.forgetAll()
             state.live = listening
-            state.entries.removeAll()
         }
     }
+
+    public var isListening: Bool { state.withLock { $0.live } }
 
     public var count: Int { state.withLock { $0.entries.count } }
 }

@@ -234,23 +234,31 @@ public actor NotificationListener: Service {
                 try await connection.listen(on: DeviceKeyCache.channel) { notifications in
                     self.keysListening(generation: generation)
                     for try await notification in notifications {
-                        guard let tenant = TenantID(notification.payload) else {
-                            self.logger.warning("ignoring malformed notification on \(DeviceKeyCache.channel)")
-                            continue
+                        if let tenant = TenantID(notification.payload) {
+                            keys.forget(tenant: tenant)
+                        } else {
+                            // TRUNCATE's ring, or one this node cannot read: forget every tenant.
+                            if notification.payload != DeviceKeyCache.everyone {
+                                self.logger.warning("unreadable notification on \(DeviceKeyCache.channel); forgetting every key")
+                            }
+                            keys.forgetAll()
                         }
-                        keys.forget(tenant: tenant)
                     }
                 }
             } catch is CancellationError {
             } catch {
-                // Without this LISTEN the cache would miss rings: reconnect, as a topic does.
                 self.logger.debug("listen on \(DeviceKeyCache.channel) ended: \(describeDatabaseError(error))")
-                if self.generation == generation {
-                    keys.setListening(false)
-                    self.connection?.close().whenComplete { _ in }
-                }
             }
+            self.keysEnded(generation: generation)
         }
+    }
+
+    /// The key LISTEN ended. On a connection still in use that would leave the cache serving
+    /// without rings: stop it and reconnect, as a topic does.
+    private func keysEnded(generation: Int) {
+        guard self.generation == generation, let connection else { return }
+        repository.deviceKeys?.setListening(false)
+        connection.close().whenComplete { _ in }
     }
 
     private func keysListening(generation: Int) {

@@ -73,7 +73,7 @@ public struct TrackingRepository: Sendable {
     let rowLevelSecurity: Bool
     /// The serving node's memory of API keys; nil (every lookup asks the database) for the
     /// command-line tools, which run no listener to keep one fresh.
-    let deviceKeys: DeviceKeyCache?
+    public let deviceKeys: DeviceKeyCache?
 
     public init(client: PostgresClient, logger: Logger, rowLevelSecurity: Bool = true, deviceKeys: DeviceKeyCache? = nil) {
         self.client = client

@@ -67,18 +67,64 @@ struct DeviceKeyMemoryTests {
         }
     }
 
-    @Test("when the listener's connection is lost the node forgets every key, and remembers again once it is back")
-    func listenerLost() async throws {
+    @Test("TRUNCATE of the keys forgets every tenant's keys (it rings '*')")
+    func truncated() async throws {
+        try await LiveNode.run { live in
+            let acme = try await TestTenant.create(live.repository, id: "acme")
+            let globex = try await TestTenant.create(live.repository, id: "globex")
+            try await Self.postUntilRemembered(live, key: acme.apiKey)
+            #expect(try await RoleCheckKeyRotationTests.post(live, key: globex.apiKey, fix: 1) == 202)
+            _ = try await TestDatabase.withConnection(live.databaseURL) { sql in
+                try await sql.query("TRUNCATE device_api_keys", logger: TestCluster.logger)
+            }
+            try await Self.postUntilRefused(live, key: acme.apiKey)
+            #expect(try await RoleCheckKeyRotationTests.post(live, key: globex.apiKey, fix: 2) == 401)
+            #expect(live.node.deviceKeys.count == 0)
+        }
+    }
+
+    @Test("a device moved to another group with plain SQL is forgotten, so its next POST reads the new group")
+    func regroupedBySQL() async throws {
         try await LiveNode.run { live in
             let acme = try await TestTenant.create(live.repository, id: "acme")
             try await Self.postUntilRemembered(live, key: acme.apiKey)
+            _ = try await TestDatabase.withConnection(live.databaseURL) { sql in
+                try await sql.query("UPDATE devices SET group_name = 'night-shift' WHERE id = \(acme.device.id)", logger: TestCluster.logger)
+            }
+            // The memory lasts 60 s: only the devices trigger's ring can empty it sooner.
+            let deadline = ContinuousClock.now + .seconds(30)
+            while live.node.deviceKeys.count > 0 {
+                try #require(ContinuousClock.now < deadline, "the node still remembers the device's old group after 30 s")
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            let device = try #require(try await live.repository.authenticateDevice(apiKey: acme.apiKey))
+            #expect(device.group == "night-shift")
+        }
+    }
+
+    @Test("a key revoked while the listener's connection is down is refused once it is back: losing the connection forgets every key")
+    func revokedWhileListenerDown() async throws {
+        try await LiveNode.run { live in
+            let acme = try await TestTenant.create(live.repository, id: "acme")
+            try await Self.postUntilRemembered(live, key: acme.apiKey)
+            // One transaction: the listener is gone (waited for) before the revocation commits
+            // and rings, so unless it reconnected at once the ring is lost.
             let kills = try await TestDatabase.withConnection(live.databaseURL, applicationName: "pgtrack-test-admin") { admin in
-                try await StreamFailureTests.terminateListener(on: admin)
+                try await admin.query("BEGIN", logger: TestCluster.logger)
+                let rows = try await admin.query("""
+                    SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, 10000)) FROM pg_stat_activity
+                     WHERE application_name = 'pgtrack-listener' AND datname = current_database()
+                    """, logger: TestCluster.logger)
+                var kills = 0
+                for try await count in rows.decode(Int.self) { kills = count }
+                try await admin.query("UPDATE device_api_keys SET revoked_at = now() WHERE device_id = \(acme.device.id)",
+                                      logger: TestCluster.logger)
+                try await admin.query("COMMIT", logger: TestCluster.logger)
+                return kills
             }
             #expect(kills == 1)
-            let report = try await live.health(until: { ($0["listener_reconnects"] as? Int ?? 0) >= 1 && $0["listener_connected"] as? Bool == true })
-            #expect(live.node.deviceKeys.count == 0, "rings may have been missed while it was down: \(report)")
-            try await Self.postUntilRemembered(live, key: acme.apiKey)
+            _ = try await live.health(until: { ($0["listener_reconnects"] as? Int ?? 0) >= 1 && $0["device_keys_listening"] as? Bool == true })
+            try await Self.postUntilRefused(live, key: acme.apiKey)
         }
     }
 }
