@@ -91,3 +91,38 @@ struct BookingSnapshot: PostgresPreparedStatement {
         try row.decode(Row.self)
     }
 }
+
+extension TrackingRepository {
+    /// Runs one of the statements above and reads all its rows, on `connection` or a pooled one.
+    ///
+    /// A connection can be left unable to run a prepared statement: PostgresNIO remembers a
+    /// failed preparation (a function missing while a deploy replaced it, say) for the life of
+    /// the connection and fails every later call with it, and PostgreSQL refuses to run a
+    /// prepared statement whose result type changed ("cached plan must not change result
+    /// type"). Such an error closes the connection, so the pool opens a fresh one and the next
+    /// call prepares again instead of failing the same way until the node restarts.
+    func executeHot<Statement: PostgresPreparedStatement>(
+        _ statement: Statement, on connection: PostgresConnection? = nil
+    ) async throws -> [Statement.Row] {
+        guard let connection else {
+            return try await client.withConnection { try await executeHot(statement, on: $0) }
+        }
+        do {
+            var rows: [Statement.Row] = []
+            for try await row in try await connection.execute(statement, logger: logger) { rows.append(row) }
+            return rows
+        } catch let error as PSQLError where Self.leavesStatementUnusable(error) {
+            logger.warning("closing a database connection that cannot run \(Statement.name): \(error.serverMessage)")
+            connection.close().whenComplete { _ in }
+            throw error
+        }
+    }
+
+    /// Errors about the statement itself rather than its data: feature not supported (0A, the
+    /// changed result type), invalid statement name (26: the statement is gone, e.g. behind a
+    /// pooler), undefined or invalid objects (42), invalid catalog or schema (3D, 3F).
+    static func leavesStatementUnusable(_ error: PSQLError) -> Bool {
+        guard let state = error.sqlState else { return false }
+        return ["0A", "26", "42", "3D", "3F"].contains(String(state.prefix(2)))
+    }
+}

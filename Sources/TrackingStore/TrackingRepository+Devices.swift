@@ -194,9 +194,8 @@ extension TrackingRepository {
         let hash = DeviceAPIKey.hash(apiKey)
         if let remembered = deviceKeys?.device(forKeyHash: hash) { return remembered }
         let ticket = deviceKeys?.ticket()
-        let rows = try await client.execute(DeviceByKeyHash(keyHash: ByteBuffer(bytes: hash)), logger: logger)
         var found: DeviceIdentity?
-        for try await (stored, id, tenant, name, group, grade, uniqueID) in rows {
+        for (stored, id, tenant, name, group, grade, uniqueID) in try await executeHot(DeviceByKeyHash(keyHash: ByteBuffer(bytes: hash))) {
             guard DeviceAPIKey.constantTimeEqual(Array(buffer: stored), hash), let tenantID = TenantID(tenant) else { continue }
             found = DeviceIdentity(id: id, tenant: tenantID, name: name, group: group, grade: grade,
                                    uniqueID: uniqueID.flatMap(DeviceUniqueID.init))

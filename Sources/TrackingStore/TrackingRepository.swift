@@ -186,10 +186,7 @@ public struct TrackingRepository: Sendable {
         }
         let json = try Self.rowsJSON(groups.map { ($0.device, $0.positions, $0.tenant) })
         let (ids, filtering) = try await Self.mappingInsertErrors(device: groups.count == 1 ? groups[0].device : nil) {
-            let rows = try await client.execute(IngestPositions(rowsJSON: json), logger: logger)
-            var result: ([Int64], [String]) = ([], [])
-            for try await (ids, filtering) in rows { result = (ids, filtering) }
-            return result
+            try await executeHot(IngestPositions(rowsJSON: json)).last ?? ([], [])
         }
         guard !filtering.isEmpty else { return groups.map { IngestOutcome(accepted: $0.positions.count, filtered: 0, dropped: 0) } }
         let judging = Set(filtering)
@@ -332,10 +329,12 @@ public struct TrackingRepository: Sendable {
             case .booking(let tenant, let booking):
                 // Prepared: its plan covers every day partition of positions, and planning it
                 // afresh took ~21 ms per booking stream opened (pg_stat_statements).
-                return try await Self.snapshot(from: connection.execute(
-                    BookingSnapshot(tenant: tenant.rawValue, booking: booking.rawValue), logger: logger))
+                return Self.snapshot(from: try await executeHot(
+                    BookingSnapshot(tenant: tenant.rawValue, booking: booking.rawValue), on: connection))
             }
-            return try await Self.snapshot(from: rows.decode(SnapshotRow.self))
+            var collected: [SnapshotRow] = []
+            for try await row in rows.decode(SnapshotRow.self) { collected.append(row) }
+            return Self.snapshot(from: collected)
         }
     }
 
@@ -343,10 +342,10 @@ public struct TrackingRepository: Sendable {
     /// joined) its audience and JSON.
     typealias SnapshotRow = (Int64, UUID?, String?, Int?, String?)
 
-    private static func snapshot<Rows: AsyncSequence>(from rows: Rows) async throws -> Snapshot? where Rows.Element == SnapshotRow {
+    private static func snapshot(from rows: [SnapshotRow]) -> Snapshot? {
         var seq: Int64?
         var entries: [Snapshot.Entry] = []
-        for try await (head, device, group, grade, json) in rows {
+        for (head, device, group, grade, json) in rows {
             seq = head
             if let device, let group, let grade, let json {
                 entries.append(.init(audience: EventAudience(device: device, group: group, grade: grade), json: json))
