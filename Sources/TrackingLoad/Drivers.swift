@@ -197,8 +197,9 @@ private final class DriverHandler: ChannelInboundHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        // Lost before the end: the POST in flight (or due) failed, and so does every tick left.
-        var failed: Int64 = inFlight != nil || due ? 1 : 0
+        // Lost before the end: the POST in flight (and one due) failed, and so does every tick left.
+        // The POST in flight and, behind it, the tick already due: two ticks.
+        var failed: Int64 = (inFlight != nil ? 1 : 0) + (due ? 1 : 0)
         if ticking { failed += DriverLoop.ticks(from: next, before: stop, every: interval) }
         if failed > 0 { driver.counters.postErrors.add(Int(failed), ordering: .relaxed) }
         inFlight = nil

@@ -15,8 +15,9 @@ import TrackingCore
 ///   the tenant. A ring forgets that tenant's entries. While the listener is down nothing is
 ///   served from memory and nothing is remembered, and everything is forgotten when it
 ///   reconnects, since rings may have been missed.
-/// - A lookup remembers its answer only if nothing was forgotten while it ran (`version`), so
-///   a key revoked between the read and the store is not put back.
+/// - A lookup remembers its answer only if neither its tenant nor everyone was forgotten
+///   while it ran (its `Ticket` against `tenantForgotten` and `allForgotten`), so a key revoked
+///   between the read and the store is not put back.
 /// - The node's own key and device changes forget their tenant as soon as they commit, before
 ///   the response, so a client that revokes a key and uses it next gets a 401 at once.
 /// - A listener connection that dies silently is noticed by its ping within two ping intervals
@@ -52,7 +53,9 @@ public final class DeviceKeyCache: Sendable {
 
         mutating func remove(_ hash: [UInt8]) {
             guard let entry = entries.removeValue(forKey: hash) else { return }
-            byTenant[entry.device.tenant]?.remove(hash)
+            let tenant = entry.device.tenant
+            byTenant[tenant]?.remove(hash)
+            if byTenant[tenant]?.isEmpty == true { byTenant[tenant] = nil }
         }
 
         mutating func forgetAll() {
@@ -104,7 +107,7 @@ public final class DeviceKeyCache: Sendable {
             guard state.live, state.allForgotten <= ticket.clock,
                   state.tenantForgotten[device.tenant, default: 0] <= ticket.clock else { return }
             // Past the bound, start over rather than track recency: a rare event at this size.
-            if state.entries.count >= capacity {
+            if state.entries.count >= capacity, state.entries[hash] == nil {
                 state.entries.removeAll(keepingCapacity: true)
                 state.byTenant.removeAll()
             }

@@ -8,7 +8,8 @@ import PostgresNIO
 // seed`, pg_stat_statements with track_planning) the key lookup alone was planned 30,330 times
 // in 30 s, with 4.0 s of planning against 0.5 s of execution.
 // A statement whose objects change (the SQL/ files are re-applied at every start) is
-// re-planned by PostgreSQL; a changed result type would need the node restarted.
+// re-planned by PostgreSQL; one it can no longer run (a changed result type, a failed
+// preparation) closes its connection (`executeHot`).
 
 /// The device behind an API key's SHA-256 (unique index), unless the key is revoked.
 struct DeviceByKeyHash: PostgresPreparedStatement {
@@ -111,18 +112,22 @@ extension TrackingRepository {
             var rows: [Statement.Row] = []
             for try await row in try await connection.execute(statement, logger: logger) { rows.append(row) }
             return rows
-        } catch let error as PSQLError where Self.leavesStatementUnusable(error) {
+        } catch let error as PSQLError where Self.mayLeaveStatementUnusable(error) {
             logger.warning("closing a database connection that cannot run \(Statement.name): \(error.serverMessage)")
-            connection.close().whenComplete { _ in }
+            // Closed before the pool gets it back, so no other caller is handed a dying connection.
+            try? await connection.close()
             throw error
         }
     }
 
-    /// Errors about the statement itself rather than its data: feature not supported (0A, the
-    /// changed result type), invalid statement name (26: the statement is gone, e.g. behind a
-    /// pooler), undefined or invalid objects (42), invalid catalog or schema (3D, 3F).
-    static func leavesStatementUnusable(_ error: PSQLError) -> Bool {
+    /// Any server error except those about the call's data: a failed preparation is kept
+    /// whatever its cause (a timeout or a lock while DDL runs as well as a missing function), so
+    /// only errors that cannot come from preparing keep the connection: data exceptions (22),
+    /// integrity violations (23, e.g. a device deleted meanwhile), errors raised by the
+    /// functions themselves (P0), and serialization failures or deadlocks (40). Errors that are
+    /// not the server's (a lost connection) are the pool's business.
+    static func mayLeaveStatementUnusable(_ error: PSQLError) -> Bool {
         guard let state = error.sqlState else { return false }
-        return ["0A", "26", "42", "3D", "3F"].contains(String(state.prefix(2)))
+        return !["22", "23", "P0", "40"].contains(String(state.prefix(2)))
     }
 }
