@@ -28,7 +28,12 @@ public enum EventScan {
     static func integer(after key: [UInt8], in bytes: UnsafeBufferPointer<UInt8>) -> Int64? {
         guard bytes.count >= key.count else { return nil }
         guard let found = find(key, in: bytes, from: 0) else { return nil }
-        var index = found + key.count
+        return integer(in: bytes, from: found + key.count)
+    }
+
+    /// The integer at `from`, after any colons and spaces (an SSE `id:` line's value too).
+    static func integer(in bytes: UnsafeBufferPointer<UInt8>, from: Int) -> Int64? {
+        var index = from
         while index < bytes.count, bytes[index] == UInt8(ascii: ":") || bytes[index] == UInt8(ascii: " ") { index += 1 }
         var negative = false
         if index < bytes.count, bytes[index] == UInt8(ascii: "-") { negative = true; index += 1 }
