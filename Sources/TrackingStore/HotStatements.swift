@@ -93,6 +93,13 @@ struct BookingSnapshot: PostgresPreparedStatement {
     }
 }
 
+/// A statement failed inside a transaction in a way that leaves its connection unable to run
+/// it; `TrackingRepository.transaction` closes the connection once it has rolled back and
+/// throws `underlying`.
+struct UnusableConnection: Error {
+    let underlying: PSQLError
+}
+
 extension TrackingRepository {
     /// Runs one of the statements above and reads all its rows, on `connection` or a pooled one.
     ///
@@ -106,15 +113,25 @@ extension TrackingRepository {
         _ statement: Statement, on connection: PostgresConnection? = nil
     ) async throws -> [Statement.Row] {
         guard let connection else {
-            return try await client.withConnection { try await executeHot(statement, on: $0) }
+            return try await client.withConnection { try await run(statement, on: $0, leased: true) }
         }
+        return try await run(statement, on: connection, leased: false)
+    }
+
+    /// `leased`: this call leased the connection, so it closes it and waits, before the pool
+    /// gets it back (no other caller is handed a dying one). Inside a caller's transaction it
+    /// throws `UnusableConnection` instead and `transaction` closes the connection after its
+    /// ROLLBACK: closing it in the middle of the transaction hung the stream that ran it (test).
+    private func run<Statement: PostgresPreparedStatement>(
+        _ statement: Statement, on connection: PostgresConnection, leased: Bool
+    ) async throws -> [Statement.Row] {
         do {
             var rows: [Statement.Row] = []
             for try await row in try await connection.execute(statement, logger: logger) { rows.append(row) }
             return rows
         } catch let error as PSQLError where Self.mayLeaveStatementUnusable(error) {
             logger.warning("closing a database connection that cannot run \(Statement.name): \(error.serverMessage)")
-            // Closed before the pool gets it back, so no other caller is handed a dying connection.
+            guard leased else { throw UnusableConnection(underlying: error) }
             try? await connection.close()
             throw error
         }

@@ -90,7 +90,14 @@ public struct TrackingRepository: Sendable {
     /// Runs `body` in a transaction restricted to `tenant` by row-level security.
     func withTenant<T: Sendable>(_ tenant: TenantID, _ body: (PostgresConnection) async throws -> T) async throws -> T {
         guard rowLevelSecurity else {
-            return try await client.withConnection { connection in try await body(connection) }
+            return try await client.withConnection { connection in
+                do {
+                    return try await body(connection)
+                } catch let unusable as UnusableConnection {
+                    try? await connection.close()  // as `transaction` does, with no transaction to end
+                    throw unusable.underlying
+                }
+            }
         }
         return try await transaction { connection in
             try await assumeTenant(tenant, on: connection)
@@ -108,11 +115,18 @@ public struct TrackingRepository: Sendable {
 
     /// A transaction whose failure is the error that caused it (a PSQLError the caller can map
     /// to a status), not PostgresNIO's wrapper around it.
+    /// A connection that can no longer run a prepared statement (`executeHot`) is closed after
+    /// the ROLLBACK, before the pool gets it back.
     func transaction<T: Sendable>(_ body: (PostgresConnection) async throws -> T) async throws -> T {
-        do {
-            return try await client.withTransaction(logger: logger) { connection in try await body(connection) }
-        } catch let error as PostgresTransactionError {
-            throw error.closureError ?? error.beginError ?? error.commitError ?? error
+        try await client.withConnection { connection in
+            do {
+                return try await connection.withTransaction(logger: logger) { connection in try await body(connection) }
+            } catch let error as PostgresTransactionError {
+                let cause = error.closureError ?? error.beginError ?? error.commitError ?? error
+                guard let unusable = cause as? UnusableConnection else { throw cause }
+                try? await connection.close()
+                throw unusable.underlying
+            }
         }
     }
 
