@@ -197,8 +197,8 @@ private final class DriverHandler: ChannelInboundHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        // Lost before the end: the POST in flight (and one due) failed, and so does every tick left.
-        // The POST in flight and, behind it, the tick already due: two ticks.
+        // Lost before the end: the POST in flight and the tick due behind it (two ticks) failed,
+        // and so does every tick left.
         var failed: Int64 = (inFlight != nil ? 1 : 0) + (due ? 1 : 0)
         if ticking { failed += DriverLoop.ticks(from: next, before: stop, every: interval) }
         if failed > 0 { driver.counters.postErrors.add(Int(failed), ordering: .relaxed) }

@@ -38,10 +38,7 @@ struct DeviceKeyMemoryTests {
         try await LiveNode.run { live in
             let acme = try await TestTenant.create(live.repository, id: "acme")
             try await Self.postUntilRemembered(live, key: acme.apiKey)
-            _ = try await TestDatabase.withConnection(live.databaseURL) { sql in
-                try await sql.query("UPDATE device_api_keys SET revoked_at = now() WHERE device_id = \(acme.device.id)",
-                                    logger: TestCluster.logger)
-            }
+            try await live.sql("UPDATE device_api_keys SET revoked_at = now() WHERE device_id = \(acme.device.id)")
             try await Self.postUntilRefused(live, key: acme.apiKey)
             let refused = try await live.post("/api/v1/locations", apiKey: acme.apiKey, json: Fixes.object(1_000))
             ValidationTests.expectError(refused, status: 401, code: "unauthorized", "the revoked key")
@@ -57,10 +54,8 @@ struct DeviceKeyMemoryTests {
             try await Self.postUntilRemembered(live, key: globex.apiKey)
             #expect(try await RoleCheckKeyRotationTests.post(live, key: acme.apiKey, fix: 1) == 202)
             #expect(live.node.deviceKeys.count == 2)
-            _ = try await TestDatabase.withConnection(live.databaseURL) { sql in
-                try await sql.query("SELECT pgtrack_purge_device('acme', \(acme.device.id))", logger: TestCluster.logger)
-                try await sql.query("DELETE FROM devices WHERE id = \(acme.device.id)", logger: TestCluster.logger)
-            }
+            try await live.sql("SELECT pgtrack_purge_device('acme', \(acme.device.id))")
+            try await live.sql("DELETE FROM devices WHERE id = \(acme.device.id)")
             try await Self.postUntilRefused(live, key: acme.apiKey)
             #expect(live.node.deviceKeys.count == 1, "only acme's key is forgotten")
             #expect(try await RoleCheckKeyRotationTests.post(live, key: globex.apiKey, fix: 2) == 202)
@@ -74,9 +69,7 @@ struct DeviceKeyMemoryTests {
             let globex = try await TestTenant.create(live.repository, id: "globex")
             try await Self.postUntilRemembered(live, key: acme.apiKey)
             #expect(try await RoleCheckKeyRotationTests.post(live, key: globex.apiKey, fix: 1) == 202)
-            _ = try await TestDatabase.withConnection(live.databaseURL) { sql in
-                try await sql.query("TRUNCATE device_api_keys", logger: TestCluster.logger)
-            }
+            try await live.sql("TRUNCATE device_api_keys")
             try await Self.postUntilRefused(live, key: acme.apiKey)
             #expect(try await RoleCheckKeyRotationTests.post(live, key: globex.apiKey, fix: 2) == 401)
             #expect(live.node.deviceKeys.count == 0)
@@ -88,9 +81,7 @@ struct DeviceKeyMemoryTests {
         try await LiveNode.run { live in
             let acme = try await TestTenant.create(live.repository, id: "acme")
             try await Self.postUntilRemembered(live, key: acme.apiKey)
-            _ = try await TestDatabase.withConnection(live.databaseURL) { sql in
-                try await sql.query("UPDATE devices SET group_name = 'night-shift' WHERE id = \(acme.device.id)", logger: TestCluster.logger)
-            }
+            try await live.sql("UPDATE devices SET group_name = 'night-shift' WHERE id = \(acme.device.id)")
             // The memory lasts 60 s: only the devices trigger's ring can empty it sooner.
             let deadline = ContinuousClock.now + .seconds(30)
             while live.node.deviceKeys.count > 0 {

@@ -1,3 +1,4 @@
+import PostgresNIO
 import AsyncHTTPClient
 import Foundation
 import Hummingbird
@@ -167,6 +168,13 @@ struct LiveNode: Sendable {
 
     /// Polls `/health` until `condition` holds (bounded) and returns the last report.
     /// 60 s by default, for the reason RawConnection.waitBytes gives.
+    /// Runs one statement on a connection of its own, as another program speaking SQL would.
+    func sql(_ query: PostgresQuery) async throws {
+        _ = try await TestDatabase.withConnection(databaseURL) { connection in
+            try await connection.query(query, logger: TestCluster.logger)
+        }
+    }
+
     func health(until condition: ([String: Any]) -> Bool = { _ in true }, timeout: Duration = .seconds(60)) async throws -> [String: Any] {
         let deadline = ContinuousClock.now + timeout
         while true {
