@@ -264,8 +264,8 @@ public final class FanOutHub: BusEventSink, Service {
     }
 
     /// A mailbox for a session that subscribes and unsubscribes topics as it goes.
-    public func makeMailbox(transport: Mailbox.Transport) -> Mailbox {
-        Mailbox(capacity: mailboxCapacity, transport: transport)
+    public func makeMailbox(transport: Mailbox.Transport, consumer: (any MailboxConsumer)? = nil) -> Mailbox {
+        Mailbox(capacity: mailboxCapacity, transport: transport, consumer: consumer)
     }
 
     public func deliver(_ events: [ChangeEvent], to topic: BusTopic) {

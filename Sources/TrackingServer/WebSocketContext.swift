@@ -1,4 +1,5 @@
 import Hummingbird
+import NIOCore
 import HummingbirdWebSocket
 import Synchronization
 import TrackingCore
@@ -11,11 +12,15 @@ struct WebSocketRequestContextWithAdmission: RequestContext, WebSocketRequestCon
     var coreContext: CoreRequestContextStorage
     let webSocket: WebSocketHandlerReference<Self>
     let admission: AdmissionBox
+    /// The connection, which becomes the WebSocket: its session writes live events straight
+    /// into it (see `WebSocketLane`).
+    let channel: any Channel
 
     init(source: Source) {
         coreContext = .init(source: source)
         webSocket = .init()
         admission = AdmissionBox()
+        channel = source.channel
     }
 
     var maxUploadSize: Int { 0 }

@@ -69,7 +69,7 @@ struct WebSocketRoutes {
         case .success(let admission):
             try await WebSocketSession(admission: admission, hub: hub, repository: repository, authenticator: authenticator,
                                        snapshots: snapshots, settings: settings, logger: context.logger)
-                .run(inbound: inbound, outbound: outbound)
+                .run(inbound: inbound, outbound: outbound, channel: context.requestContext.channel)
         case .failure(let error):
             try await Self.refuse(error, outbound: outbound)
         case nil:

@@ -19,7 +19,7 @@ import TrackingStore
 /// One loop writes everything: the reader task only queues client messages into the mailbox.
 /// A client too slow for its mailbox is told so and disconnected (close code 1013); it
 /// reconnects and resumes each room from the last seq it has.
-struct WebSocketSession {
+struct WebSocketSession: Sendable {
     struct Settings: Sendable {
         /// Rooms one socket may hold.
         var maxRooms = 50
@@ -54,7 +54,7 @@ struct WebSocketSession {
         }
     }
 
-    struct State {
+    struct State: Sendable {
         var viewer: StreamViewer
         var rooms: [String: Room] = [:]
         var subscriptions: [BusTopic: Subscription] = [:]
@@ -65,8 +65,9 @@ struct WebSocketSession {
         case closed(WebSocketErrorCode, String)
     }
 
-    func run(inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter) async throws {
-        let mailbox = hub.makeMailbox(transport: .websocket)
+    func run(inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter, channel: any Channel) async throws {
+        let lane = WebSocketLane(channel: channel, session: self)
+        let mailbox = hub.makeMailbox(transport: .websocket, consumer: lane)
         // The reader also answers pings and collects pongs (WSCore does that while iterating),
         // so it runs for the whole life of the socket. When the client goes, the loop ends.
         let maxMessage = settings.maxMessageBytes
@@ -94,7 +95,7 @@ struct WebSocketSession {
                 userSubscription = try await hub.subscribe(topics: [.user(user.tenant, user.id)], into: mailbox)
             }
             state = State(viewer: try await authenticator.currentViewer(admission.principal))
-            try await serve(mailbox, state: &state!, outbound: outbound)
+            try await serve(mailbox, lane: lane, state: &state!, outbound: outbound)
         } catch Ending.closed(let code, let reason) {
             try? await outbound.close(code, reason: reason)
         } catch let error as APIError {
@@ -119,12 +120,20 @@ struct WebSocketSession {
         mailbox.close()
     }
 
-    private func serve(_ mailbox: Mailbox, state: inout State, outbound: WebSocketOutboundWriter) async throws {
+    private func serve(_ mailbox: Mailbox, lane: WebSocketLane, state: inout State, outbound: WebSocketOutboundWriter) async throws {
         if let trip = admission.trip {
             try await Task.sleep(for: WebSocketRoutes.firstFrameDelay)  // the server speaks first here
             try await openTripRoom(trip, mailbox: mailbox, state: &state, outbound: outbound)
         }
-        for await signal in mailbox.signals {
+        var signals = lane.signals.makeAsyncIterator()
+        while true {
+            // With nothing queued, the lane holds the state and writes live events itself
+            // until a signal needs this task.
+            let parked = lane.park(state)
+            let next = await signals.next()
+            if parked { state = lane.takeBack() }
+            guard let signal = next else { break }
+            lane.took()
             if mailbox.overflowed { break }
             mailbox.took(signal)
             switch signal {
@@ -302,19 +311,59 @@ struct WebSocketSession {
 
     private func deliver(_ delivery: BusDelivery, state: inout State, outbound: WebSocketOutboundWriter) async throws {
         var tripEnded = false
-        for name in state.rooms.keys where state.rooms[name]?.topic == delivery.topic {
-            guard state.rooms[name]!.progress.shouldSend(delivery) else { continue }
-            if state.rooms[name]!.narrowing == nil, let message = delivery.message {
-                try await sendFrame(message, outbound)
-            } else {
-                try await send(RoomMessage.tagged(delivery.json, room: name), outbound)
-            }
+        for (name, message) in messages(for: delivery, state: &state) {
+            try await sendFrame(message, outbound)
             if let trip = admission.trip, delivery.kind == "status", name == delivery.topic.roomName,
                delivery.topic.booking == trip.booking, Self.isFinalStatus(delivery.json) {
                 tripEnded = true
             }
         }
         if tripEnded { throw Ending.closed(.normalClosure, "trip ended") }
+    }
+
+    /// The message each room that takes `delivery` gets, in room order; advances the rooms.
+    private func messages(for delivery: BusDelivery, state: inout State) -> [(room: String, message: ByteBuffer)] {
+        var messages: [(room: String, message: ByteBuffer)] = []
+        for name in state.rooms.keys where state.rooms[name]?.topic == delivery.topic {
+            guard state.rooms[name]!.progress.shouldSend(delivery) else { continue }
+            if state.rooms[name]!.narrowing == nil, let message = delivery.message {
+                messages.append((name, message))
+            } else {
+                messages.append((name, ByteBuffer(string: RoomMessage.tagged(delivery.json, room: name))))
+            }
+        }
+        return messages
+    }
+
+    /// The frames `signal` makes on this socket, for `WebSocketLane` to write while the task
+    /// waits; nil when the task must handle it: anything but events, and a status event on a
+    /// trip's socket (it may end the socket).
+    func liveFrames(for signal: SessionSignal, state: inout State) -> [WebSocketFrame]? {
+        let deliveries: [BusDelivery]
+        switch signal {
+        case .event(let delivery): deliveries = [delivery]
+        case .events(let batch): deliveries = batch
+        case .heartbeat, .recheck, .client: return nil
+        }
+        if admission.trip != nil, deliveries.contains(where: { $0.kind == "status" }) { return nil }
+        var frames: [WebSocketFrame] = []
+        for delivery in deliveries {
+            for (_, message) in messages(for: delivery, state: &state) {
+                Self.appendFrames(of: message, maxFrameBytes: settings.maxFrameBytes, to: &frames)
+            }
+        }
+        return frames
+    }
+
+    /// One text message as frames of at most `maxFrameBytes` (as WSCore's writer splits them).
+    static func appendFrames(of message: ByteBuffer, maxFrameBytes: Int, to frames: inout [WebSocketFrame]) {
+        var rest = message
+        var opcode = WebSocketOpcode.text
+        while rest.readableBytes > maxFrameBytes, let slice = rest.readSlice(length: maxFrameBytes) {
+            frames.append(WebSocketFrame(fin: false, opcode: opcode, data: slice))
+            opcode = .continuation
+        }
+        frames.append(WebSocketFrame(fin: true, opcode: opcode, data: rest))
     }
 
     /// The viewer's scope may have changed: re-read it; rooms get `remove` / `add` for the difference.

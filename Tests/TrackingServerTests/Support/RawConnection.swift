@@ -34,6 +34,11 @@ final class RawConnection: Sendable {
         try await channel.writeAndFlush(ByteBuffer(string: text)).get()
     }
 
+    /// Sends bytes that are not text (a masked WebSocket frame).
+    func send(bytes: [UInt8]) async throws {
+        try await channel.writeAndFlush(ByteBuffer(bytes: bytes)).get()
+    }
+
     /// Stops reading from the socket (the server's writes pile up), or reads again.
     func reading(_ on: Bool) async throws {
         try await channel.setOption(ChannelOptions.autoRead, value: on).get()

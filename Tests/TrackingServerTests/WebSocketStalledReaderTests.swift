@@ -1,0 +1,72 @@
+import Foundation
+import Testing
+import TrackingCore
+import TrackingServer
+import TrackingStore
+import TrackingTestSupport
+
+/// A WebSocket whose client stops reading, on a raw connection (a client library reads
+/// whatever arrives). Live events are written without waking the session's task while the
+/// socket can take them (`WebSocketLane`); this checks that a full socket still bounds what
+/// the server holds for it.
+@Suite("WebSocket: a client that stops reading", .timeLimit(.minutes(3)))
+struct WebSocketStalledReaderTests {
+    /// A client's text frame: masked, as RFC 6455 requires of clients (payload under 126 bytes).
+    static func clientTextFrame(_ text: String) -> [UInt8] {
+        let payload = Array(text.utf8)
+        precondition(payload.count < 126)
+        let mask: [UInt8] = [0x37, 0xfa, 0x21, 0x3d]
+        return [0x81, 0x80 | UInt8(payload.count)] + mask + payload.enumerated().map { $0.element ^ mask[$0.offset % 4] }
+    }
+
+    @Test("the server queues no more than the socket's buffer: slow_consumer and close 1013, the events before it in order")
+    func stalledReaderIsClosed() async throws {
+        try await LiveNode.run({ $0.clientBufferSize = 64 }) { live in
+            let setup = try await TestTenant.create(live.repository)
+            let connection = try await RawConnection.open(port: live.port, receiveBuffer: 4_096)
+            defer { Task { await connection.close() } }
+            try await connection.send("GET /ws HTTP/1.1\r\nHost: 127.0.0.1:\(live.port)\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                                      + "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+                                      + "X-API-Key: \(setup.apiKey)\r\n\r\n")
+            let (head, headEnd) = try await connection.waitBytes("the 101") { bytes, _ in
+                bytes.firstRange(of: Array("\r\n\r\n".utf8)).map { (String(decoding: bytes[..<$0.lowerBound], as: UTF8.self), $0) }
+            }
+            try #require(head.hasPrefix("HTTP/1.1 101"), "\(head)")
+            let frames = { (bytes: [UInt8]) in WSSockets.ServerFrame.parse(bytes[headEnd.upperBound...]) }
+            let messages = { (bytes: [UInt8]) in
+                frames(bytes).filter { $0.opcode == 0x1 }.map { WSMessage(text: String(decoding: $0.payload, as: UTF8.self)) }
+            }
+
+            try await connection.send(bytes: Self.clientTextFrame(#"{"action":"join","room":"tenant:acme"}"#))
+            let opened = try await connection.waitBytes("the room's snapshot") { bytes, _ in
+                messages(bytes).first { $0.type == "snapshot" }
+            }
+            let base = try #require(opened.seq)
+
+            // Batches of 40 stay under the buffer of 64 one at a time: only a client that does
+            // not read makes them pile up. Each fix carries 6 KB of attributes, so 75 batches are
+            // 18 MB of frames, far more than the socket buffers and NIO's 64 KB hold.
+            try await connection.reading(false)
+            let batches = 75, size = 40
+            let padding = String(repeating: "x", count: 6_000)
+            for batch in 0..<batches {
+                let fixes = (batch * size..<(batch + 1) * size).map {
+                    Fixes.object($0, overriding: ["attributes": #"{"i":\#($0),"pad":"\#(padding)"}"#])
+                }
+                try await live.postPositions("[" + fixes.joined(separator: ",") + "]", apiKey: setup.apiKey, expecting: size)
+            }
+            try await connection.reading(true)
+            let received = try await connection.waitBytes("the close", timeout: .seconds(90)) { bytes, closed -> [WSSockets.ServerFrame]? in
+                let all = frames(bytes)
+                return all.contains { $0.opcode == 0x8 } || closed ? all : nil
+            }
+            let close = try #require(received.first { $0.opcode == 0x8 }, "the server closes the socket it could not keep up with")
+            #expect(close.payload.count >= 2 && Int(close.payload[0]) << 8 | Int(close.payload[1]) == 1013)
+            let texts = received.filter { $0.opcode == 0x1 }.map { WSMessage(text: String(decoding: $0.payload, as: UTF8.self)) }
+            #expect(texts.last?.type == "error" && texts.last?.code == "slow_consumer", "\(texts.suffix(1))")
+            let updates = texts.filter { $0.type == "location_update" }
+            #expect(updates.count < batches * size, "the backlog was dropped, not held: \(updates.count) of \(batches * size) arrived")
+            #expect(updates.map(\.seq) == updates.indices.map { base + 1 + Int64($0) }, "what did arrive is in order, without gaps")
+        }
+    }
+}
