@@ -11,15 +11,25 @@ import Synchronization
 /// Anything else goes to the task, with the state handed back, through `signals`, in the
 /// order the signals arrived: client messages, heartbeats, scope rechecks, a status event on
 /// a trip's socket (it may end the socket), and events while the socket is not writable (the
-/// task then waits for the client, and the mailbox's bound applies as before). One writer at a
-/// time: the task writes only while the state is not parked, the lane only while it is, so
-/// frames go out in the order the session decided them.
-final class WebSocketLane: MailboxConsumer, Sendable {
+/// task then waits for the client, and the mailbox's bound applies as before).
+///
+/// One writer at a time, in the order the session decided the frames: the task writes only
+/// while the state is not parked, the lane only while it is parked *and* every write the task
+/// made before parking has reached the channel. The task's writes travel to the event loop as
+/// queued jobs; an event whose job was queued before them could otherwise run after the task
+/// parked and overtake them (the simulator saw one event out of order in 2.4 million). So
+/// parking queues a job of its own behind the task's writes, and only that job lets the lane
+/// write; an event that comes earlier is handed to the task.
+final class WebSocketLane<State: Sendable>: MailboxConsumer, Sendable {
     private struct Inner {
         /// The session's state while its task waits; nil while the task holds it.
-        var parked: WebSocketSession.State?
+        var parked: State?
+        /// The task's writes before the current parking have all reached the channel.
+        var writable = false
+        /// Counts parkings, so a late job of an earlier one does nothing.
+        var parking = 0
         /// The state the lane handed back with a signal, until the task takes it.
-        var returned: WebSocketSession.State?
+        var returned: State?
         /// Signals yielded to the task and not yet taken.
         var queued = 0
     }
@@ -29,11 +39,13 @@ final class WebSocketLane: MailboxConsumer, Sendable {
     private let continuation: AsyncStream<SessionSignal>.Continuation
     private let inner = Mutex(Inner())
     private let channel: any Channel
-    private let session: WebSocketSession
+    /// The frames a signal makes on the socket, advancing the state; nil when only the task
+    /// may handle it.
+    private let frames: @Sendable (SessionSignal, inout State) -> [WebSocketFrame]?
 
-    init(channel: any Channel, session: WebSocketSession) {
+    init(channel: any Channel, frames: @escaping @Sendable (SessionSignal, inout State) -> [WebSocketFrame]?) {
         self.channel = channel
-        self.session = session
+        self.frames = frames
         // Unbounded here: the mailbox bounds what is pushed and not yet taken.
         (signals, continuation) = AsyncStream.makeStream(of: SessionSignal.self)
     }
@@ -41,20 +53,31 @@ final class WebSocketLane: MailboxConsumer, Sendable {
     /// The task is about to wait: it parks `state` unless signals are already queued for it.
     /// Returns whether it did; the task then takes the state back with `takeBack()` after
     /// its next signal (or the end of `signals`).
-    func park(_ state: WebSocketSession.State) -> Bool {
-        inner.withLock { inner in
-            guard inner.queued == 0 else { return false }
+    func park(_ state: State) -> Bool {
+        let parking: Int? = inner.withLock { inner in
+            guard inner.queued == 0 else { return nil }
             inner.parked = state
-            return true
+            inner.writable = false
+            inner.parking += 1
+            return inner.parking
         }
+        guard let parking else { return false }
+        // Behind the task's writes on the event loop (jobs queued by one task run in order).
+        channel.eventLoop.execute {
+            self.inner.withLock { inner in
+                if inner.parking == parking, inner.parked != nil { inner.writable = true }
+            }
+        }
+        return true
     }
 
     /// The state as the lane left it.
-    func takeBack() -> WebSocketSession.State {
+    func takeBack() -> State {
         inner.withLock { inner in
             guard let state = inner.returned.take() ?? inner.parked.take() else {
                 preconditionFailure("takeBack() without park(_:)")
             }
+            inner.writable = false
             return state
         }
     }
@@ -82,22 +105,23 @@ final class WebSocketLane: MailboxConsumer, Sendable {
 
     /// On the event loop, in push order.
     private func handle(_ signal: SessionSignal, from mailbox: Mailbox) {
-        let frames: [WebSocketFrame]? = inner.withLock { inner in
+        let written: [WebSocketFrame]? = inner.withLock { inner in
             if var state = inner.parked.take() {
-                if channel.isWritable, let frames = session.liveFrames(for: signal, state: &state) {
+                if inner.writable, channel.isWritable, let written = frames(signal, &state) {
                     inner.parked = state
-                    return frames
+                    return written
                 }
                 inner.returned = state
+                inner.writable = false
             }
             inner.queued += 1
             continuation.yield(signal)
             return nil
         }
-        guard let frames else { return }
+        guard let written else { return }
         mailbox.took(signal)
-        guard !frames.isEmpty else { return }
-        for frame in frames { channel.write(frame, promise: nil) }
+        guard !written.isEmpty else { return }
+        for frame in written { channel.write(frame, promise: nil) }
         channel.flush()
     }
 }

@@ -66,7 +66,7 @@ struct WebSocketSession: Sendable {
     }
 
     func run(inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter, channel: any Channel) async throws {
-        let lane = WebSocketLane(channel: channel, session: self)
+        let lane = WebSocketLane<State>(channel: channel) { signal, state in self.liveFrames(for: signal, state: &state) }
         let mailbox = hub.makeMailbox(transport: .websocket, consumer: lane)
         // The reader also answers pings and collects pongs (WSCore does that while iterating),
         // so it runs for the whole life of the socket. When the client goes, the loop ends.
@@ -120,7 +120,7 @@ struct WebSocketSession: Sendable {
         mailbox.close()
     }
 
-    private func serve(_ mailbox: Mailbox, lane: WebSocketLane, state: inout State, outbound: WebSocketOutboundWriter) async throws {
+    private func serve(_ mailbox: Mailbox, lane: WebSocketLane<State>, state: inout State, outbound: WebSocketOutboundWriter) async throws {
         if let trip = admission.trip {
             try await Task.sleep(for: WebSocketRoutes.firstFrameDelay)  // the server speaks first here
             try await openTripRoom(trip, mailbox: mailbox, state: &state, outbound: outbound)

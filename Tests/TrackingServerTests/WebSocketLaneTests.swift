@@ -5,12 +5,53 @@ import TrackingServer
 import TrackingStore
 import TrackingTestSupport
 
-/// A WebSocket whose client stops reading, on a raw connection (a client library reads
-/// whatever arrives). Live events are written without waking the session's task while the
-/// socket can take them (`WebSocketLane`); this checks that a full socket still bounds what
-/// the server holds for it.
-@Suite("WebSocket: a client that stops reading", .timeLimit(.minutes(3)))
-struct WebSocketStalledReaderTests {
+/// Live WebSocket events are written without waking the session's task while it waits
+/// (`WebSocketLane`), and by the task otherwise. These check the hand-overs between the two:
+/// events stay in order when the task writes between them, and a full socket still bounds
+/// what the server holds for a client that stops reading (on a raw connection: a client
+/// library reads whatever arrives).
+@Suite("WebSocket: live events between the session's task and its lane", .timeLimit(.minutes(3)))
+struct WebSocketLaneTests {
+    @Test("events stay in seq order, without gaps or repeats, while the task answers pings between them")
+    func orderAcrossHandOvers() async throws {
+        try await LiveNode.run { live in
+            try await live.withSockets { ws in
+                let setup = try await TestTenant.create(live.repository)
+                var sockets: [WSConnection] = []
+                var bases: [Int64] = []
+                for _ in 0..<8 {
+                    let socket = try await ws.open("/ws", apiKey: setup.apiKey)
+                    bases.append(try #require(try await socket.joinRoom("tenant:acme").seq))
+                    sockets.append(socket)
+                }
+                // Each pong is written by the session's task, which then hands the socket back
+                // to the lane; the fixes keep arriving meanwhile.
+                let fixes = 400, pings = 150
+                let open = sockets
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    for poster in 0..<4 {
+                        group.addTask {
+                            for n in stride(from: poster, to: fixes, by: 4) {
+                                try await live.postPositions(Fixes.object(n), apiKey: setup.apiKey, expecting: 1)
+                            }
+                        }
+                    }
+                    for socket in open {
+                        group.addTask { for _ in 0..<pings { try await socket.ping() } }
+                    }
+                    try await group.waitForAll()
+                }
+                for (index, socket) in sockets.enumerated() {
+                    let messages = try await socket.collect(fixes + pings, timeout: .seconds(60))
+                    let updates = messages.filter { $0.type == "location_update" }
+                    #expect(messages.filter { $0.type == "pong" }.count == pings, "socket \(index)")
+                    #expect(updates.map(\.seq) == (1...Int64(fixes)).map { bases[index] + $0 },
+                            "socket \(index): every event once, in seq order: \(updates.compactMap(\.seq).prefix(40))…")
+                }
+            }
+        }
+    }
+
     /// A client's text frame: masked, as RFC 6455 requires of clients (payload under 126 bytes).
     static func clientTextFrame(_ text: String) -> [UInt8] {
         let payload = Array(text.utf8)
@@ -19,7 +60,7 @@ struct WebSocketStalledReaderTests {
         return [0x81, 0x80 | UInt8(payload.count)] + mask + payload.enumerated().map { $0.element ^ mask[$0.offset % 4] }
     }
 
-    @Test("the server queues no more than the socket's buffer: slow_consumer and close 1013, the events before it in order")
+    @Test("a client that stops reading: the server queues no more than the socket's buffer: slow_consumer and close 1013, the events before it in order")
     func stalledReaderIsClosed() async throws {
         try await LiveNode.run({ $0.clientBufferSize = 64 }) { live in
             let setup = try await TestTenant.create(live.repository)
