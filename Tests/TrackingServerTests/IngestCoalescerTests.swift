@@ -156,4 +156,39 @@ struct IngestCoalescerTests {
             #expect(stored == 11)
         }
     }
+
+    @Test("small requests go through one writer in growing groups; a second writer runs only while enough rows wait")
+    func secondWriterOnlyForManyRows() async throws {
+        try await LiveNode.run { live in
+            let setup = try await TestTenant.create(live.repository)
+            let device = setup.device
+            @Sendable func send(_ coalescer: IngestCoalescer, requests: Int, fixes: Int) async throws {
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    for r in 0..<requests {
+                        let positions = (0..<fixes).map {
+                            ValidatedPosition(latitude: 52.5, longitude: 13.4 + Double(r * fixes + $0) / 10_000, fixTime: Date())
+                        }
+                        group.addTask {
+                            let outcome = try await coalescer.insert(positions, device: device)
+                            #expect(outcome.accepted == fixes)
+                        }
+                    }
+                    try await group.waitForAll()
+                }
+            }
+            let small = IngestCoalescer(repository: live.repository, writers: 2, rowsPerExtraWriter: 64)
+            try await send(small, requests: 40, fixes: 1)
+            #expect(small.stats.mostWriters == 1, "40 one-fix requests never make 64 rows wait: \(small.stats)")
+            #expect(small.stats.groups < 40, "they were grouped: \(small.stats)")
+
+            let large = IngestCoalescer(repository: live.repository, writers: 2, rowsPerExtraWriter: 64)
+            try await send(large, requests: 10, fixes: 100)
+            #expect(large.stats.mostWriters == 2, "a 100-fix request waiting starts the second writer: \(large.stats)")
+
+            let stored = try await TestDatabase.withConnection(live.databaseURL) { connection in
+                try await Fixes.count("SELECT count(*) FROM positions", on: connection)
+            }
+            #expect(stored == 40 + 1_000)
+        }
+    }
 }
