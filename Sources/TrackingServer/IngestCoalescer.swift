@@ -16,7 +16,7 @@ import TrackingStore
 /// trigger's statements, the commit), so many small POSTs are cheapest through one writer in
 /// ever larger groups, while large batches gain from a second statement running as the first
 /// one's commit is flushed. Measured on one cluster, the same day (README, Performance): under
-/// the reference load two writers always on took 87–90 % of the machine, this rule 77–81 %,
+/// the reference load two writers always on took 87–92 % of the machine, this rule 77–81 %,
 /// with end-to-end p50 8.3–13.6 ms against 6.8–7.8 ms in alternating 30 s runs; `bench`'s
 /// single-fix ingest went from 3,308 to 3,849 positions/s, its 100-fix batches from 27,990
 /// to 26,064 (one writer always: 4,310 and 23,125).

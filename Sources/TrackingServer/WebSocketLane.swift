@@ -13,6 +13,9 @@ import Synchronization
 /// a trip's socket (it may end the socket), and events while the socket is not writable (the
 /// task then waits for the client, and the mailbox's bound applies as before).
 ///
+/// A signal's frames are written together (a 1,000-fix batch can pass NIO's write-buffer mark
+/// by one batch); the next signal finds the socket not writable and goes to the task.
+///
 /// One writer at a time, in the order the session decided the frames: the task writes only
 /// while the state is not parked, the lane only while it is parked *and* every write the task
 /// made before parking has reached the channel. The task's writes travel to the event loop as
@@ -39,12 +42,16 @@ final class WebSocketLane<State: Sendable>: MailboxConsumer, Sendable {
     private let continuation: AsyncStream<SessionSignal>.Continuation
     private let inner = Mutex(Inner())
     private let channel: any Channel
+    /// Raised once a Close frame has been written: from then on every event goes to the task.
+    private let closeSent: CloseFrameWatch.Flag?
     /// The frames a signal makes on the socket, advancing the state; nil when only the task
     /// may handle it.
     private let frames: @Sendable (SessionSignal, inout State) -> [WebSocketFrame]?
 
-    init(channel: any Channel, frames: @escaping @Sendable (SessionSignal, inout State) -> [WebSocketFrame]?) {
+    init(channel: any Channel, closeSent: CloseFrameWatch.Flag? = nil,
+         frames: @escaping @Sendable (SessionSignal, inout State) -> [WebSocketFrame]?) {
         self.channel = channel
+        self.closeSent = closeSent
         self.frames = frames
         // Unbounded here: the mailbox bounds what is pushed and not yet taken.
         (signals, continuation) = AsyncStream.makeStream(of: SessionSignal.self)
@@ -107,7 +114,7 @@ final class WebSocketLane<State: Sendable>: MailboxConsumer, Sendable {
     private func handle(_ signal: SessionSignal, from mailbox: Mailbox) {
         let written: [WebSocketFrame]? = inner.withLock { inner in
             if var state = inner.parked.take() {
-                if inner.writable, channel.isWritable, let written = frames(signal, &state) {
+                if inner.writable, channel.isWritable, closeSent?.isRaised != true, let written = frames(signal, &state) {
                     inner.parked = state
                     return written
                 }

@@ -16,7 +16,8 @@ import TrackingStore
 /// room traffic, `room`: `joined`, `left`, `snapshot`/`reset`, the events (`location_update`,
 /// `status`, …, each with `seq`), `add`/`remove` on scope changes, `pong`, `error`.
 ///
-/// One loop writes everything: the reader task only queues client messages into the mailbox.
+/// The session's task writes everything but the live events it leaves to `WebSocketLane` while it
+/// waits; the reader task only queues client messages into the mailbox.
 /// A client too slow for its mailbox is told so and disconnected (close code 1013); it
 /// reconnects and resumes each room from the last seq it has.
 struct WebSocketSession: Sendable {
@@ -66,7 +67,10 @@ struct WebSocketSession: Sendable {
     }
 
     func run(inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter, channel: any Channel) async throws {
-        let lane = WebSocketLane<State>(channel: channel) { signal, state in self.liveFrames(for: signal, state: &state) }
+        let closeSent = await CloseFrameWatch.install(on: channel)
+        let lane = WebSocketLane<State>(channel: channel, closeSent: closeSent) { signal, state in
+            self.liveFrames(for: signal, state: &state)
+        }
         let mailbox = hub.makeMailbox(transport: .websocket, consumer: lane)
         // The reader also answers pings and collects pongs (WSCore does that while iterating),
         // so it runs for the whole life of the socket. When the client goes, the loop ends.
@@ -337,7 +341,8 @@ struct WebSocketSession: Sendable {
 
     /// The frames `signal` makes on this socket, for `WebSocketLane` to write while the task
     /// waits; nil when the task must handle it: anything but events, and a status event on a
-    /// trip's socket (it may end the socket).
+    /// trip's socket (it may end the socket). It decides nil before it changes `state`: the
+    /// lane hands the state back as it is, and a room advanced past an unsent event would skip it.
     func liveFrames(for signal: SessionSignal, state: inout State) -> [WebSocketFrame]? {
         let deliveries: [BusDelivery]
         switch signal {

@@ -16,8 +16,10 @@ struct WebSocketLaneHandOverTests {
         let lane: WebSocketLane<Int64>
         let mailbox: Mailbox
 
+        let closeSent = CloseFrameWatch.Flag()
+
         init(capacity: Int = 4) {
-            let lane = WebSocketLane<Int64>(channel: channel) { signal, last in
+            let lane = WebSocketLane<Int64>(channel: channel, closeSent: closeSent) { signal, last in
                 guard case .event(let delivery) = signal else { return nil }
                 last = delivery.seq
                 return [WebSocketFrame(fin: true, opcode: .text, data: ByteBuffer(string: "\(delivery.seq)"))]
@@ -106,5 +108,75 @@ struct WebSocketLaneHandOverTests {
         fixture.run()
         #expect(try fixture.written().isEmpty, "nothing is written past a full socket")
         #expect(fixture.lane.takeBack() == 0)
+    }
+}
+
+extension WebSocketLaneHandOverTests {
+    @Test("a parking's job that runs after a later parking does not let the lane overtake the task's writes before that one")
+    func staleParkingJob() throws {
+        let fixture = Fixture()
+        // Loop order made here: the ping's hand-over, then the task's steps (job X), then the
+        // first parking's job, which thereby runs after the second parking.
+        fixture.mailbox.push(.client(#"{"action":"ping"}"#))
+        fixture.channel.eventLoop.execute {
+            _ = fixture.lane.takeBack()
+            fixture.lane.took()
+            fixture.push(2)          // queued before the task's write of 1
+            fixture.taskWrites("1")
+            #expect(fixture.lane.park(0))
+        }
+        #expect(fixture.lane.park(0))
+        fixture.run()
+        #expect(try fixture.written() == ["1"], "event 2 goes to the task, behind its write of 1")
+        #expect(fixture.lane.takeBack() == 0)
+    }
+
+    @Test("a mailbox closed while the task is parked: the task's signals end and it gets its state back")
+    func closedWhileParked() async throws {
+        let fixture = Fixture()
+        #expect(fixture.lane.park(7))
+        fixture.run()
+        fixture.mailbox.close()
+        fixture.push(8)
+        fixture.run()
+        #expect(try fixture.written().isEmpty, "nothing is written after the close")
+        #expect(fixture.lane.takeBack() == 7)
+        var signals = fixture.lane.signals.makeAsyncIterator()
+        let next = await signals.next()
+        #expect(next == nil, "the task's wait ends")
+    }
+}
+
+extension WebSocketLaneHandOverTests {
+    @Test("once a Close frame is out the lane writes nothing more: events go to the task")
+    func afterClose() throws {
+        let fixture = Fixture()
+        #expect(fixture.lane.park(0))
+        fixture.run()
+        fixture.push(1)
+        fixture.run()
+        fixture.closeSent.raise()
+        fixture.push(2)
+        fixture.run()
+        #expect(try fixture.written() == ["1"])
+        #expect(fixture.lane.takeBack() == 1, "event 2 went to the task with the state")
+    }
+
+    @Test("the close watch passes frames until a Close frame, which raises its flag, and drops every frame after it")
+    func closeWatch() throws {
+        let channel = EmbeddedChannel()
+        let flag = CloseFrameWatch.Flag()
+        try channel.pipeline.syncOperations.addHandler(CloseFrameWatch(sent: flag))
+        let text = { (t: String) in WebSocketFrame(fin: true, opcode: .text, data: ByteBuffer(string: t)) }
+        try channel.writeAndFlush(text("before")).wait()
+        #expect(!flag.isRaised)
+        var closing = ByteBuffer()
+        closing.write(webSocketErrorCode: .goingAway)
+        try channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .connectionClose, data: closing)).wait()
+        #expect(flag.isRaised)
+        #expect(throws: ChannelError.self) { try channel.writeAndFlush(text("after")).wait() }
+        var opcodes: [WebSocketOpcode] = []
+        while let frame = try channel.readOutbound(as: WebSocketFrame.self) { opcodes.append(frame.opcode) }
+        #expect(opcodes == [.text, .connectionClose], "nothing after the Close frame")
     }
 }

@@ -221,7 +221,8 @@ final class WSConnection: Sendable {
     }
 
     /// Sends a ping and requires the next message to be the pong: everything queued before the
-    /// ping has been written by then (one loop writes everything), so nothing else is pending.
+    /// ping has been written by then (the lane and the session task take signals in arrival
+    /// order, and the lane hands over only once the task's writes are out), so nothing else is pending.
     func expectQuiet(_ comment: String) async throws {
         try await ping()
         let message = try await next("the pong (\(comment))")
