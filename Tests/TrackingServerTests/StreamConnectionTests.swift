@@ -39,13 +39,7 @@ struct StreamConnectionTests {
             // what the client's 4 KB window holds) and NIO's 64 KB before a write must wait.
             try await connection.reading(false)
             let batches = 75, size = 40
-            let padding = String(repeating: "x", count: 6_000)
-            for batch in 0..<batches {
-                let fixes = (batch * size..<(batch + 1) * size).map {
-                    Fixes.object($0, overriding: ["attributes": #"{"i":\#($0),"pad":"\#(padding)"}"#])
-                }
-                try await live.postPositions("[" + fixes.joined(separator: ",") + "]", apiKey: setup.apiKey, expecting: size)
-            }
+            try await live.postPaddedBatches(batches, of: size, apiKey: setup.apiKey)
             let last = Int64(batches * size)
             try await connection.reading(true)
             let stream = try await Self.response(on: connection, "every fix, through a reset", timeout: .seconds(30)) { response in

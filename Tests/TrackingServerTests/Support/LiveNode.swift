@@ -162,6 +162,18 @@ struct LiveNode: Sendable {
     }
 
     /// Posts positions and requires `202 {"accepted": n}`.
+    /// `batches` POSTs of `size` fixes numbered 0, 1, 2…, each fix with 6 KB of attributes: far
+    /// more bytes than socket buffers hold, for tests of a client that stops reading.
+    func postPaddedBatches(_ batches: Int, of size: Int, apiKey: String) async throws {
+        let padding = String(repeating: "x", count: 6_000)
+        for batch in 0..<batches {
+            let fixes = (batch * size..<(batch + 1) * size).map {
+                Fixes.object($0, overriding: ["attributes": #"{"i":\#($0),"pad":"\#(padding)"}"#])
+            }
+            try await postPositions("[" + fixes.joined(separator: ",") + "]", apiKey: apiKey, expecting: size)
+        }
+    }
+
     func postPositions(_ json: String, apiKey: String, expecting count: Int) async throws {
         let reply = try await post("/api/v1/locations", apiKey: apiKey, json: json)
         guard reply.status == 202, try reply.object()["accepted"] as? Int == count else {
