@@ -95,13 +95,14 @@ struct WebSocketLaneTests {
                 let all = frames(bytes)
                 return all.contains { $0.opcode == 0x8 } || closed ? all : nil
             }
-            let close = try #require(received.first { $0.opcode == 0x8 }, "the server closes the socket it could not keep up with")
+            // The closure stays out of `#require(…)`: inside it, the debug build ran this
+            // closure for the `filter` below as well (it returned the Close frame alone),
+            // a closure-discriminator miscompile of macro arguments (the class of swiftlang/swift
+            // PR #74299).
+            let closeFrame = received.first { $0.opcode == 0x8 }
+            let close = try #require(closeFrame, "the server closes the socket it could not keep up with")
             #expect(close.payload.count >= 2 && Int(close.payload[0]) << 8 | Int(close.payload[1]) == 1013)
-            // A loop, not `received.filter { $0.opcode == 0x1 }`: in this function's debug build
-            // that call returned the frames the `first { $0.opcode == 0x8 }` above matches (the
-            // Close frame alone), as if the two closures were one; the loop reads as written.
-            var texts: [WSMessage] = []
-            for frame in received where frame.opcode == 0x1 { texts.append(WSMessage(text: String(decoding: frame.payload, as: UTF8.self))) }
+            let texts = received.filter { $0.opcode == 0x1 }.map { WSMessage(text: String(decoding: $0.payload, as: UTF8.self)) }
             #expect(texts.last?.type == "error" && texts.last?.code == "slow_consumer", "\(texts.suffix(1))")
             let updates = texts.filter { $0.type == "location_update" }
             #expect(updates.count < batches * size, "the backlog was dropped, not held: \(updates.count) of \(batches * size) arrived")
