@@ -105,7 +105,7 @@ let package = Package(
         ),
         .testTarget(
             name: "TrackingCoreTests",
-            dependencies: ["TrackingCore"]
+            dependencies: ["TrackingCore", "TrackingTestSupport"]
         ),
         .testTarget(
             name: "TrackingStoreTests",

@@ -1,5 +1,6 @@
 import Testing
 import TrackingCore
+import TrackingTestSupport
 
 @Suite("SSEFrame + SSEParser")
 struct SSERoundTripTests {
@@ -36,7 +37,7 @@ struct SSERoundTripTests {
     ])
     func multiLine(data: String) {
         let frame = SSEFrame.event(id: 1, name: "x", data: data)
-        #expect(frame.split(separator: "\n", omittingEmptySubsequences: false).filter { $0.hasPrefix("data: ") }.count
+        check(frame.split(separator: "\n", omittingEmptySubsequences: false).filter { $0.hasPrefix("data: ") }.count
             == data.split(separator: "\n", omittingEmptySubsequences: false).count)
         #expect(Self.parseAll(frame).events.map(\.data) == [data])
     }

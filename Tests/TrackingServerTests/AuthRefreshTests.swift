@@ -94,7 +94,7 @@ struct AuthRefreshTests {
             async let second = Self.refresh(live, user.refreshToken)
             let replies = try await [first, second]
             #expect(replies.map(\.status).sorted() == [200, 401], "\(replies.map(\.body))")
-            let winner = try #require(replies.first { $0.status == 200 })
+            let winner = try require(replies.first { $0.status == 200 })
             let issued = try #require(try winner.object()["refresh_token"] as? String)
             let late = try await Self.refresh(live, issued)
             ValidationTests.expectError(late, status: 401, code: "unauthorized", "the token issued to the winner of a race with a replay")

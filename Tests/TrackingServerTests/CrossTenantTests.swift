@@ -98,7 +98,7 @@ struct CrossTenantTests {
             let users = try await live.get("/api/v1/users", bearer: admin).object()["users"] as? [[String: Any]] ?? []
             #expect(users.count == 3, "acme's admin and viewer and the driver just registered: \(users)")
             let devices = try await live.get("/api/v1/devices", bearer: admin).object()["devices"] as? [[String: Any]] ?? []
-            #expect(devices.compactMap { ($0["device_id"] as? String)?.lowercased() } == [world.acmeDevice])
+            check(devices.compactMap { ($0["device_id"] as? String)?.lowercased() } == [world.acmeDevice])
 
             #expect(try await world.globexFingerprint(live) == before, "an acme request changed globex's rows")
             // Globex's login still works: its refresh token rotates.
@@ -142,7 +142,7 @@ struct CrossTenantTests {
                     world.expectNoSecrets(reply.body, "snapshot round \(round)")
                     let object = try reply.object()
                     let positions = object["positions"] as? [[String: Any]] ?? []
-                    #expect(positions.compactMap { $0["device_id"] as? String } == [world.acmeDevice],
+                    check(positions.compactMap { $0["device_id"] as? String } == [world.acmeDevice],
                             "round \(round): \(reply.body.prefix(400))")
                     #expect(object["seq"] as? Int == acmeHead, "acme's snapshot seq moved with globex's writes: \(object["seq"] ?? "nil")")
                 }
@@ -221,7 +221,7 @@ struct CrossTenantTests {
             try await live.postPositions("[" + (30..<34).map { CrossTenantWorld.globexFix($0) }.joined(separator: ",") + "]",
                                          apiKey: world.globex.apiKey, expecting: 4)
             let globexEvents = try await witness.collect(4)
-            #expect(globexEvents.allSatisfy { $0.data.contains(world.globexDevice) })
+            check(globexEvents.allSatisfy { $0.data.contains(world.globexDevice) })
 
             // Now acme uses the same booking id: only that fix reaches acme.
             try await live.postPositions(Fixes.object(60, booking: booking), apiKey: world.acme.apiKey, expecting: 1)

@@ -105,8 +105,8 @@ struct FixFilterTests {
 
             let events = try await stream.collect(6)
             let payloads = try events.map { try $0.object() }
-            #expect(payloads.map { $0["filtered"] as? String } == [nil, "invalid", "zero", nil, "accuracy", "future"])
-            #expect(payloads.map { $0["latest"] as? Bool } == [false, false, false, true, false, false])
+            check(payloads.map { $0["filtered"] as? String } == [nil, "invalid", "zero", nil, "accuracy", "future"])
+            check(payloads.map { $0["latest"] as? Bool } == [false, false, false, true, false, false])
             let latest = try await live.get("/api/v1/devices/\(setup.device.id.uuidString.lowercased())/position", apiKey: setup.apiKey)
             #expect(try latest.object()["timestamp"] as? String == Self.time(20).iso8601)
         }
@@ -221,9 +221,9 @@ extension FixFilterTests {
             let reply = try await live.post("/api/v1/locations", apiKey: setup.apiKey, json: batch)
             #expect(try reply.object()["filtered"] as? Int == 1)
             let events = try await stream.collect(2)
-            #expect(try events.map { try $0.object()["timestamp"] as? String } == [Self.time(50).iso8601, Self.time(40).iso8601],
+            check(try events.map { try $0.object()["timestamp"] as? String } == [Self.time(50).iso8601, Self.time(40).iso8601],
                     "the held update released after the interval is the accepted fix, not the filtered one")
-            #expect(try events.map { try $0.object()["latest"] as? Bool } == [false, true])
+            check(try events.map { try $0.object()["latest"] as? Bool } == [false, true])
         }
     }
 }

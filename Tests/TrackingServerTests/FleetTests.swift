@@ -117,11 +117,11 @@ struct FleetTests {
                     var batch = try await Self.gather(socket, "approach \(i)", room: "route:\(routeID)", updates: approach.count)
                     let updates = batch.filter { $0.room == "route:\(routeID)" && $0.type == "location_update" }
                     #expect(updates.count == approach.count, "every fix reaches the route room: \(updates.count)")
-                    #expect(updates.allSatisfy { $0.object["next_visit_id"] as? String == visits[i] }, "next visit is \(i): \(updates.first?.description ?? "")")
+                    check(updates.allSatisfy { $0.object["next_visit_id"] as? String == visits[i] }, "next visit is \(i): \(updates.first?.description ?? "")")
                     let distances = updates.compactMap { $0.object["distance_to_next_m"] as? Double }
                     let etas = updates.compactMap { $0.object["eta_seconds"] as? Double }
-                    #expect(distances.count == approach.count && zip(distances, distances.dropFirst()).allSatisfy { $0 > $1 }, "\(distances)")
-                    #expect(etas.count == approach.count && zip(etas, etas.dropFirst()).allSatisfy { $0 >= $1 } && etas.first! > etas.last!, "\(etas)")
+                    check(distances.count == approach.count && zip(distances, distances.dropFirst()).allSatisfy { $0 > $1 }, "\(distances)")
+                    check(etas.count == approach.count && zip(etas, etas.dropFirst()).allSatisfy { $0 >= $1 } && etas.first! > etas.last!, "\(etas)")
                     #expect(abs((distances.last ?? 0) - 60) < 1.5, "geodesic distance at 60 m: \(distances.last ?? -1)")
                     received += batch
 
@@ -131,9 +131,9 @@ struct FleetTests {
                     batch = try await Self.gather(socket, "arrival \(i)", room: "route:\(routeID)", updates: edge.count)
                     received += batch
                     let arrivals = batch.filter { $0.type == "visit_update" && $0.room == "route:\(routeID)" }
-                    #expect(arrivals.map { $0.object["status"] as? String } == ["arrived"], "one arrival at \(i): \(arrivals)")
+                    check(arrivals.map { $0.object["status"] as? String } == ["arrived"], "one arrival at \(i): \(arrivals)")
                     #expect(arrivals.first?.object["id"] as? String == visits[i])
-                    #expect(isoDate(arrivals.first?.object["arrived_at"]).map { abs($0.timeIntervalSince(edge[1].time)) < 0.01 } == true,
+                    check(isoDate(arrivals.first?.object["arrived_at"]).map { abs($0.timeIntervalSince(edge[1].time)) < 0.01 } == true,
                             "arrived at the first fix inside: \(arrivals.first?.description ?? "")")
 
                     for status in ["in_progress", "completed"] {
@@ -148,7 +148,7 @@ struct FleetTests {
                     received += batch
                     let departures = batch.filter { $0.type == "visit_update" && $0.room == "route:\(routeID)" && $0.status == "departed" }
                     #expect(departures.count == 1 && departures.first?.object["id"] as? String == visits[i], "\(departures)")
-                    #expect(isoDate(departures.first?.object["departed_at"]).map { abs($0.timeIntervalSince(leave[5].time)) < 0.01 } == true)
+                    check(isoDate(departures.first?.object["departed_at"]).map { abs($0.timeIntervalSince(leave[5].time)) < 0.01 } == true)
                 }
 
                 // The whole story, in order, in the route room, the driver room and the tenant room.
@@ -162,8 +162,8 @@ struct FleetTests {
                     #expect(seqs == seqs.sorted() && Set(seqs).count == seqs.count, "\(room) seqs ascend once each")
                 }
                 let causes = received.filter { $0.room == "route:\(routeID)" && $0.type == "visit_update" }.map { $0.object["cause"] as? String ?? "?" }
-                #expect(causes == Array(repeating: ["geofence", "manual", "manual", "geofence"], count: 3).flatMap { $0 })
-                #expect(!received.contains { $0.room == "route:\(otherRouteID)" || $0.room == "driver:\(otherDriverID)" },
+                check(causes == Array(repeating: ["geofence", "manual", "manual", "geofence"], count: 3).flatMap { $0 })
+                check(!received.contains { $0.room == "route:\(otherRouteID)" || $0.room == "driver:\(otherDriverID)" },
                         "the other driver's rooms get nothing of this route")
 
                 // The other driver's fix: only their rooms and the tenant room.
@@ -175,7 +175,7 @@ struct FleetTests {
                 try await socket.send(#"{"action":"active_drivers","minutes":1440}"#)
                 let answer = try await socket.expect("active_drivers")
                 let listed = (answer.object["drivers"] as? [[String: Any]]) ?? []
-                #expect(Set(listed.compactMap { $0["id"] as? String }) == [driverID, otherDriverID], "\(answer)")
+                check(Set(listed.compactMap { $0["id"] as? String }) == [driverID, otherDriverID], "\(answer)")
                 let otto = listed.first { $0["id"] as? String == otherDriverID }
                 #expect((otto?["position"] as? [String: Any])?["next_visit_id"] != nil, "latest position carries its enrichment: \(answer)")
 
@@ -184,7 +184,7 @@ struct FleetTests {
                 let points = (page["points"] as? [[String: Any]]) ?? []
                 #expect(points.count == 10 && page["next_cursor"] is String, "\(page)")
                 let times = points.compactMap { isoDate($0["timestamp"]) }
-                #expect(times == times.sorted() && points.allSatisfy { $0["route_id"] as? String == routeID })
+                check(times == times.sorted() && points.allSatisfy { $0["route_id"] as? String == routeID })
                 let driverHistory = try await live.get("/api/v1/drivers/\(driverID)/history?limit=1000", bearer: dispatcher).object()
                 let driverPoints = (driverHistory["points"] as? [Any]) ?? []
                 let expectedFixes = 3 * (18 + 7 + 8)
@@ -272,7 +272,7 @@ struct FleetTests {
             #expect(try await live.get("/api/v1/drivers/\(idleID)", bearer: staff.driver.accessToken).status == 404)
             #expect(try await live.get("/api/v1/visits/\(visitID)", bearer: staff.idleDriver.accessToken).status == 404)
             let mine = try await live.get("/api/v1/drivers", bearer: staff.driver.accessToken).object()
-            #expect(((mine["drivers"] as? [[String: Any]]) ?? []).compactMap { $0["id"] as? String } == [driverID])
+            check(((mine["drivers"] as? [[String: Any]]) ?? []).compactMap { $0["id"] as? String } == [driverID])
             let visitsOfDriver = try await live.get("/api/v1/visits/driver/\(driverID)", bearer: admin)
             #expect(visitsOfDriver.status == 200)
             let patched = try await Self.patch(live, "/api/v1/drivers/\(driverID)", bearer: admin, json: #"{"vehicle_plate":"B-X 2","status":"on_leave"}"#)

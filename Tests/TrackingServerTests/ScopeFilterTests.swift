@@ -26,7 +26,7 @@ struct ScopeFilterTests {
             try await live.postPositions(Fixes.object(20), apiKey: fleet.van1.apiKey, expecting: 1)
             let replayed = try await resumed.collect(3)
             #expect(replayed.map(\.event) == ["location_update", "location_update", "location_update"])
-            #expect(replayed.compactMap { try? $0.object().fixIndex } == [10, 11, 20])
+            check(replayed.compactMap { try? $0.object().fixIndex } == [10, 11, 20])
 
             let positions = try await live.get("/api/v1/snapshot", bearer: viewer.accessToken)
             #expect(positions.status == 200)
@@ -67,10 +67,10 @@ struct ScopeFilterTests {
             #expect(posted.status == 202)
             try await fleet.postRound(live, from: 70)
             let driverEvents = try await driverStream.collect(2)
-            #expect(driverEvents.compactMap { try? $0.object().fixIndex } == [60, 71])
-            #expect(driverEvents.allSatisfy { $0.deviceID == fleet.van5.id })
+            check(driverEvents.compactMap { try? $0.object().fixIndex } == [60, 71])
+            check(driverEvents.allSatisfy { $0.deviceID == fleet.van5.id })
             let keyEvents = try await keyStream.collect(3)
-            #expect(keyEvents.compactMap { try? $0.object().fixIndex } == [60, 70, 71], "truck2's fix 72 is another group")
+            check(keyEvents.compactMap { try? $0.object().fixIndex } == [60, 70, 71], "truck2's fix 72 is another group")
         }
     }
 }

@@ -48,7 +48,7 @@ struct StreamConnectionTests {
             let events = stream.events.dropFirst()  // the snapshot
             let resets = events.filter { $0.event == "reset" }
             #expect(!resets.isEmpty, "a client that stopped reading for \(last) events gets a reset, not an unbounded backlog")
-            #expect(resets.allSatisfy { (try? $0.object()["reason"] as? String) == "slow_consumer" })
+            check(resets.allSatisfy { (try? $0.object()["reason"] as? String) == "slow_consumer" })
             // Between resets the seqs run on without gaps or repeats; each reset re-bases them.
             var expected: Int64 = 1
             for event in events {
@@ -227,7 +227,7 @@ struct StreamConnectionTests {
             }
         }
         // Returning at all is the point: the streams let go before the pool and the listener stopped.
-        #expect(hub.withLock { $0 }?.subscriberCount == 0)
+        check(hub.withLock { $0 }?.subscriberCount == 0)
         for connection in connections.withLock({ $0 }) {
             _ = try await connection.wait("the node to close the stream") { _, closed in closed ? () : nil }
             await connection.close()

@@ -91,12 +91,12 @@ struct StreamIngestTests {
 
                 try await live.postPositions(Fixes.array(0..<1_000), apiKey: setup.apiKey, expecting: 1_000)
                 let events = try await stream.collect(1_000)
-                #expect(events.allSatisfy { $0.event == "location_update" })
-                #expect(events.map(\.seq) == (1...1_000).map { Int64($0) }, "seqs must be 1...1000 in order")
+                check(events.allSatisfy { $0.event == "location_update" })
+                check(events.map(\.seq) == (1...1_000).map { Int64($0) }, "seqs must be 1...1000 in order")
                 let objects = try events.map { try $0.object() }
-                #expect(objects.map(\.fixIndex) == (0..<1_000).map { $0 }, "events must follow the array order")
+                check(objects.map(\.fixIndex) == (0..<1_000).map { $0 }, "events must follow the array order")
                 let times = objects.compactMap { $0["timestamp"] as? String }
-                #expect(times == (0..<1_000).map { Fixes.fixTime($0).iso8601 })
+                check(times == (0..<1_000).map { Fixes.fixTime($0).iso8601 })
 
                 // One more single fix: the next event is exactly it (no duplicate of the batch),
                 // and its doorbell proves every earlier doorbell has been recorded.

@@ -18,7 +18,7 @@ struct StreamResumeTests {
                 try await live.postPositions(Fixes.object(n), apiKey: setup.apiKey, expecting: 1)
             }
             let seen = try await first.collect(20)
-            #expect(seen.map(\.seq) == (1...20).map { Int64($0) })
+            check(seen.map(\.seq) == (1...20).map { Int64($0) })
             let k = try #require(seen.last?.seq)
             await first.close()
 
@@ -28,9 +28,9 @@ struct StreamResumeTests {
 
             let resumed = try await live.stream("/api/v1/stream", apiKey: setup.apiKey, lastEventID: "\(k)")
             let replay = try await resumed.collect(50)
-            #expect(replay.allSatisfy { $0.event == "location_update" }, "a resumed stream starts with the missed events, not a snapshot")
-            #expect(replay.map(\.seq) == ((k + 1)...(k + 50)).map { $0 })
-            #expect(try replay.map { try $0.object().fixIndex } == (20..<70).map { $0 })
+            check(replay.allSatisfy { $0.event == "location_update" }, "a resumed stream starts with the missed events, not a snapshot")
+            check(replay.map(\.seq) == ((k + 1)...(k + 50)).map { $0 })
+            check(try replay.map { try $0.object().fixIndex } == (20..<70).map { $0 })
 
             try await live.postPositions(Fixes.object(70), apiKey: setup.apiKey, expecting: 1)
             let live1 = try await resumed.next("the first live event after the replay")
@@ -40,8 +40,8 @@ struct StreamResumeTests {
             // ?since= (and ?api_key=, as a browser's EventSource would send them).
             let since = try await live.stream("/api/v1/stream?since=\(k)&api_key=\(setup.apiKey)")
             let replay2 = try await since.collect(51)
-            #expect(replay2.allSatisfy { $0.event == "location_update" })
-            #expect(replay2.map(\.seq) == ((k + 1)...(k + 51)).map { $0 })
+            check(replay2.allSatisfy { $0.event == "location_update" })
+            check(replay2.map(\.seq) == ((k + 1)...(k + 51)).map { $0 })
             try await live.postPositions(Fixes.object(71), apiKey: setup.apiKey, expecting: 1)
             #expect(try await since.next("the live event after ?since= replay").seq == k + 52)
             #expect(try await resumed.next("the second live event").seq == k + 52)
@@ -68,9 +68,9 @@ struct StreamResumeTests {
             try await live.postPositions(Fixes.object(30), apiKey: setup.apiKey, expecting: 1)
             let resumed = try await live.stream(path, apiKey: setup.apiKey, lastEventID: "\(k)")
             let replay = try await resumed.collect(10)
-            #expect(replay.allSatisfy { $0.event == "location_update" })
-            #expect(replay.map(\.seq) == stride(from: k + 1, through: k + 19, by: 2).map { $0 })
-            #expect(try replay.map { try $0.object().fixIndex } == stride(from: 10, to: 30, by: 2).map { $0 })
+            check(replay.allSatisfy { $0.event == "location_update" })
+            check(replay.map(\.seq) == stride(from: k + 1, through: k + 19, by: 2).map { $0 })
+            check(try replay.map { try $0.object().fixIndex } == stride(from: 10, to: 30, by: 2).map { $0 })
 
             try await live.postPositions(Fixes.object(31, booking: "trip-1"), apiKey: setup.apiKey, expecting: 1)
             #expect(try await resumed.next("the live trip-1 event").seq == 32)

@@ -84,8 +84,8 @@ struct SyncBatchTests {
         try await LiveNode.run { live in
             let sync = try await SyncTenant.create(live)
             let bad = Self.badEvents(wkb: try await Self.lineWKB(live))
-            let wkb = try #require(bad.first { $0.label == "bad WKB" })
-            let noKey = try #require(bad.first { $0.label == "no key" })
+            let wkb = try require(bad.first { $0.label == "bad WKB" })
+            let noKey = try require(bad.first { $0.label == "no key" })
             let answer = try await SyncAPI.apply(live, Debezium.array([Self.good0, Self.good1, wkb.event, Self.good3, noKey.event]),
                                                  to: sync, onError: "dead_letter")
             #expect(SyncAPI.outcomes(answer) == ["applied", "applied", "dead_lettered", "applied", "dead_lettered"], "\(answer)")
@@ -98,7 +98,7 @@ struct SyncBatchTests {
 
             let letters = try await SyncAPI.read(live, "/api/v1/sync/dead-letters", bearer: sync.admin.accessToken)
             let list = letters["dead_letters"] as? [[String: Any]] ?? []
-            #expect(list.map { $0["table"] as? String } == ["accounts", "customers"], "newest first: \(letters)")
+            check(list.map { $0["table"] as? String } == ["accounts", "customers"], "newest first: \(letters)")
             for (letter, sent) in zip(list, [noKey.event, wkb.event]) {
                 let original = try JSONSerialization.jsonObject(with: Data(sent.utf8)) as? [String: Any] ?? [:]
                 #expect(Debezium.sameJSON(letter["event"] as? [String: Any] ?? [:], original), "kept whole: \(letter)")

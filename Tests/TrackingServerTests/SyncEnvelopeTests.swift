@@ -32,7 +32,7 @@ struct SyncEnvelopeTests {
             let first = try await SyncAPI.apply(live, snapshot, to: sync)
             #expect(SyncAPI.outcomes(first) == ["applied", "applied"], "\(first)")
             #expect(first["applied"] as? Int == 2 && first["skipped"] as? Int == 0, "\(first)")
-            #expect(SyncAPI.results(first).allSatisfy { $0["table"] as? String == t }, "\(first)")
+            check(SyncAPI.results(first).allSatisfy { $0["table"] as? String == t }, "\(first)")
 
             // Streaming: a create (bare), an update (wrapped), a delete and its Kafka tombstone
             // (bare null, then the converter's {"schema":null,"payload":null}).
@@ -65,10 +65,10 @@ struct SyncEnvelopeTests {
             // The list: live rows in id order; tombstones only on request.
             let list = try await SyncAPI.read(live, "/api/v1/sync/\(t)", bearer: admin)
             #expect(list["table"] as? String == t)
-            #expect(SyncAPI.rows(list).map { $0["id"] as? String } == ["\(snapId)", "\(newId)"], "\(list)")
+            check(SyncAPI.rows(list).map { $0["id"] as? String } == ["\(snapId)", "\(newId)"], "\(list)")
             let all = try await SyncAPI.read(live, "/api/v1/sync/\(t)?include_deleted=true", bearer: admin)
-            #expect(SyncAPI.rows(all).map { $0["id"] as? String } == ["\(snapId)", "\(newId)", "\(goneId)"], "\(all)")
-            #expect(SyncAPI.rows(all).map { $0["deleted"] as? Bool ?? false } == [false, false, true], "\(all)")
+            check(SyncAPI.rows(all).map { $0["id"] as? String } == ["\(snapId)", "\(newId)", "\(goneId)"], "\(all)")
+            check(SyncAPI.rows(all).map { $0["deleted"] as? Bool ?? false } == [false, false, true], "\(all)")
 
             // What the table generated from the row, read from the database.
             let record = try #require(try await SyncSQL.record(live, table, id: "\(snapId)"))

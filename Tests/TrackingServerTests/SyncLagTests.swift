@@ -22,8 +22,8 @@ struct SyncLagTests {
             let admin = sync.admin.accessToken
             let empty = try await SyncAPI.read(live, "/api/v1/sync/lag", bearer: admin)
             #expect(empty["status"] as? String == "no_data", "\(empty)")
-            #expect((empty["tables"] as? [[String: Any]] ?? []).map { $0["table"] as? String } == SyncTable.allCases.map(\.rawValue))
-            #expect((empty["tables"] as? [[String: Any]] ?? []).allSatisfy { $0["status"] as? String == "no_data" && $0["lag_seconds"] == nil })
+            check((empty["tables"] as? [[String: Any]] ?? []).map { $0["table"] as? String } == SyncTable.allCases.map(\.rawValue))
+            check((empty["tables"] as? [[String: Any]] ?? []).allSatisfy { $0["status"] as? String == "no_data" && $0["lag_seconds"] == nil })
             #expect(empty["thresholds_seconds"] as? [String: Int] == ["warning": 2, "degraded": 5, "critical": 10], "\(empty)")
             let before = try await live.get("/health").object()["cdc_lag"] as? [String: Any]
             #expect(before?["status"] as? String == "no_data" && before?["tables"] as? Int == 0, "\(String(describing: before))")

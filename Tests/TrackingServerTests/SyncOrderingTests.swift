@@ -69,7 +69,7 @@ struct SyncOrderingTests {
             }
             // The API agrees, and so do the counters.
             let live0 = try await SyncAPI.read(live, "/api/v1/sync/orders", bearer: sync.admin.accessToken)
-            #expect(SyncAPI.rows(live0).compactMap { $0["id"] as? String } == final.filter { !$0.value.deleted }.keys.sorted())
+            check(SyncAPI.rows(live0).compactMap { $0["id"] as? String } == final.filter { !$0.value.deleted }.keys.sorted())
             let lag = try await SyncAPI.read(live, "/api/v1/sync/lag", bearer: sync.admin.accessToken)
             let orders = SyncAPI.table(.orders, in: lag)
             #expect(orders["events_applied"] as? Int == applied && orders["events_skipped"] as? Int == skipped, "\(orders)")

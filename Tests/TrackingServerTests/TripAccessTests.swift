@@ -81,7 +81,7 @@ struct TripAccessTests {
             try await live.postPositions(Self.point(2, base: base), apiKey: globex.apiKey, expecting: 1)
             let acmeEvents = try await acmeStream.collect(3)
             #expect(acmeEvents.map(\.event) == ["status", "location_update", "status"])
-            #expect(acmeEvents.allSatisfy { $0.deviceID == staff.acme.device.id.uuidString.lowercased() }, "only acme's events")
+            check(acmeEvents.allSatisfy { $0.deviceID == staff.acme.device.id.uuidString.lowercased() }, "only acme's events")
             let globexEvent = try await globexStream.next("globex's own next fix")
             #expect(globexEvent.event == "location_update", "acme's status events never reach globex: \(globexEvent.data)")
             #expect(globexEvent.deviceID == globexDevice)

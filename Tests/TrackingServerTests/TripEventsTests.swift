@@ -76,7 +76,7 @@ struct TripEventsTests {
             #expect(events.map(\.seq) == [1, 2, 3, 4])
             let update = try events[1].object()
             #expect(update["booking_id"] as? String == "bk-1")
-            #expect((update["speed"] as? Double).map { abs($0 - 10) < 1e-9 } == true, "36 km/h is 10 m/s: \(update)")
+            check((update["speed"] as? Double).map { abs($0 - 10) < 1e-9 } == true, "36 km/h is 10 m/s: \(update)")
             #expect(update["heading"] as? Double == 90)
             #expect(try events[2].object()["status"] as? String == "in_progress")
 

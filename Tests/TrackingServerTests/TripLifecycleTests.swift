@@ -73,7 +73,7 @@ struct TripLifecycleTests {
             let updates = try await stream.collect(2)
             #expect(updates.map(\.event) == ["location_update", "location_update"])
             #expect(updates.map(\.seq) == [4, 5])
-            #expect(try updates.map { try $0.object()["booking_id"] as? String } == ["order-1", "order-1"])
+            check(try updates.map { try $0.object()["booking_id"] as? String } == ["order-1", "order-1"])
 
             let running = try await TripAPI.trip(live, "order-1", bearer: admin.accessToken)
             #expect(running["status"] as? String == "in_progress")
@@ -110,8 +110,8 @@ struct TripLifecycleTests {
             let tenantEvents = try await tenantStream.collect(8)
             #expect(tenantEvents.map(\.event) == ["status", "location_update", "status", "location_update", "location_update", "status",
                                                    "location_update", "location_update"])
-            #expect(tenantEvents.map(\.seq) == (1...8).map { Int64($0) })
-            #expect(try tenantEvents.filter { $0.event == "status" }.map { try $0.object()["status"] as? String }
+            check(tenantEvents.map(\.seq) == (1...8).map { Int64($0) })
+            check(try tenantEvents.filter { $0.event == "status" }.map { try $0.object()["status"] as? String }
                     == ["accepted", "in_progress", "completed"])
 
             let stored = try await TripSQL.bookings(live, device: setup.device.id)
@@ -256,8 +256,8 @@ struct TripLifecycleTests {
                 return try await group.reduce(into: [(Int, LiveNode.Reply)]()) { $0.append($1) }
             }
             let sameBooking = indexed.sorted { $0.0 < $1.0 }.map(\.1)
-            #expect(sameBooking.filter { $0.status == 201 }.count == 1, "\(sameBooking.map { "\($0.status) \($0.body)" })")
-            #expect(sameBooking.filter { $0.status == 409 }.count == 5, "\(sameBooking.map { "\($0.status) \($0.body)" })")
+            check(sameBooking.filter { $0.status == 201 }.count == 1, "\(sameBooking.map { "\($0.status) \($0.body)" })")
+            check(sameBooking.filter { $0.status == 409 }.count == 5, "\(sameBooking.map { "\($0.status) \($0.body)" })")
             for reply in sameBooking where reply.status == 409 {
                 #expect((try? reply.error())?["current_status"] as? String == "accepted", "\(reply.body)")
             }
@@ -268,8 +268,8 @@ struct TripLifecycleTests {
                 for n in 0..<6 { group.addTask { try await TripAPI.accept(live, "solo-\(n)", apiKey: free) } }
                 return try await group.reduce(into: [LiveNode.Reply]()) { $0.append($1) }
             }
-            #expect(sameDevice.filter { $0.status == 201 }.count == 1, "\(sameDevice.map { "\($0.status) \($0.body)" })")
-            #expect(sameDevice.filter { $0.status == 409 }.count == 5, "\(sameDevice.map { "\($0.status) \($0.body)" })")
+            check(sameDevice.filter { $0.status == 201 }.count == 1, "\(sameDevice.map { "\($0.status) \($0.body)" })")
+            check(sameDevice.filter { $0.status == 409 }.count == 5, "\(sameDevice.map { "\($0.status) \($0.body)" })")
             let trips = try await TripSQL.withConnection(live) { connection in
                 try await Fixes.count("SELECT count(*)::int FROM trips", on: connection)
             }
@@ -306,8 +306,8 @@ struct TripLifecycleTests {
             let events = try await stream.collect(5)
             #expect(events.map(\.event) == ["status", "location_update", "status", "location_update", "status"])
             #expect(events.map(\.seq) == [1, 2, 3, 4, 5])
-            #expect(try events.map { try $0.object()["status"] as? String } == ["accepted", nil, "in_progress", nil, "completed"])
-            #expect(try events.map { try $0.object()["booking_id"] as? String } == Array(repeating: "sql-1", count: 5))
+            check(try events.map { try $0.object()["status"] as? String } == ["accepted", nil, "in_progress", nil, "completed"])
+            check(try events.map { try $0.object()["booking_id"] as? String } == Array(repeating: "sql-1", count: 5))
             let trip = try await TripAPI.trip(live, "sql-1", apiKey: setup.apiKey)
             #expect(trip["status"] as? String == "completed")
             #expect(trip["point_count"] as? Int == 2)

@@ -55,7 +55,7 @@ struct TripMetadataTests {
         #expect(bbox.count == 4, "\(comment): bbox \(trip["bbox"] ?? "nil")", sourceLocation: sourceLocation)
         if bbox.count == 4 {
             let want = [expected.minLon, expected.minLat, expected.maxLon, expected.maxLat]
-            #expect(zip(bbox, want).allSatisfy { abs($0 - $1) < 1e-12 }, "\(comment): bbox \(bbox) vs \(want)", sourceLocation: sourceLocation)
+            check(zip(bbox, want).allSatisfy { abs($0 - $1) < 1e-12 }, "\(comment): bbox \(bbox) vs \(want)", sourceLocation: sourceLocation)
         }
         let stops = trip["stops"] as? [[String: Any]] ?? []
         let finished = stops.filter { $0["ongoing"] == nil }
@@ -98,7 +98,7 @@ struct TripMetadataTests {
             let midwayExpected = try await Self.recompute(live, midway, booking: "run-1", device: device)
             #expect(midwayExpected.count == 700)
             Self.expectMatches(midway, midwayExpected, "after 700 fixes")
-            #expect((midway["stops"] as? [[String: Any]])?.contains { $0["ongoing"] as? Bool == true } == true,
+            check((midway["stops"] as? [[String: Any]])?.contains { $0["ongoing"] as? Bool == true } == true,
                     "the delivery stop is ongoing: \(midway["stops"] ?? "nil")")
 
             try await TripAPI.post(live, Array(points[700...]), apiKey: setup.apiKey)
@@ -116,11 +116,11 @@ struct TripMetadataTests {
             #expect(trip["max_speed"] as? Double == 13.9)
             let bbox = trip["bbox"] as? [Double] ?? []
             let want = [points.map(\.longitude).min()!, points.map(\.latitude).min()!, points.map(\.longitude).max()!, points.map(\.latitude).max()!]
-            #expect(bbox.count == 4 && zip(bbox, want).allSatisfy { abs($0 - $1) < 1e-9 }, "bbox \(bbox) vs \(want)")
-            #expect(bbox.first.map { $0 > 13 && $0 < 14 } == true, "bbox starts with the west longitude: \(bbox)")
+            check(bbox.count == 4 && zip(bbox, want).allSatisfy { abs($0 - $1) < 1e-9 }, "bbox \(bbox) vs \(want)")
+            check(bbox.first.map { $0 > 13 && $0 < 14 } == true, "bbox starts with the west longitude: \(bbox)")
             let last = trip["last_position"] as? [String: Any] ?? [:]
-            #expect((last["latitude"] as? Double).map { abs($0 - points[829].latitude) < 1e-7 } == true, "\(last)")
-            #expect((last["longitude"] as? Double).map { abs($0 - points[829].longitude) < 1e-7 } == true, "\(last)")
+            check((last["latitude"] as? Double).map { abs($0 - points[829].latitude) < 1e-7 } == true, "\(last)")
+            check((last["longitude"] as? Double).map { abs($0 - points[829].longitude) < 1e-7 } == true, "\(last)")
             #expect(isoDate(last["timestamp"]) == points[829].time)
             #expect(last["speed"] as? Double == points[829].speed)
 
@@ -199,7 +199,7 @@ struct TripMetadataTests {
             Self.expectMatches(rebuilt, expectedRebuilt, "after a fix before the first")
             #expect(isoDate(rebuilt["first_fix_at"]) == early.time)
             #expect(rebuilt["duration_seconds"] as? Double == 860)
-            #expect((rebuilt["bbox"] as? [Double]).map { $0.count == 4 && abs($0[1] - early.latitude) < 1e-9 } == true,
+            check((rebuilt["bbox"] as? [Double]).map { $0.count == 4 && abs($0[1] - early.latitude) < 1e-9 } == true,
                     "the early fix is the southmost: \(rebuilt["bbox"] ?? "nil")")
 
             // Completing keeps the metadata.

@@ -52,11 +52,11 @@ struct TripRouteTests {
             #expect((line?["geometry"] as? [String: Any])?["type"] as? String == "LineString")
             let coordinates = Self.coordinates(line)
             #expect(coordinates.count == points.count)
-            #expect(coordinates.allSatisfy { $0.count == 2 })
-            #expect(coordinates.first.map { $0[0] > 13 && $0[0] < 14 && $0[1] > 52 && $0[1] < 53 } == true,
+            check(coordinates.allSatisfy { $0.count == 2 })
+            check(coordinates.first.map { $0[0] > 13 && $0[0] < 14 && $0[1] > 52 && $0[1] < 53 } == true,
                     "GeoJSON order is [longitude, latitude]: \(coordinates.first ?? [])")
-            #expect(coordinates.allSatisfy { Self.sixDecimals($0[0]) && Self.sixDecimals($0[1]) }, "at most 6 decimals")
-            #expect(!points.dropFirst().dropLast().allSatisfy { Self.sixDecimals($0.latitude) }, "the posted fixes have more than 6 decimals")
+            check(coordinates.allSatisfy { Self.sixDecimals($0[0]) && Self.sixDecimals($0[1]) }, "at most 6 decimals")
+            check(!points.dropFirst().dropLast().allSatisfy { Self.sixDecimals($0.latitude) }, "the posted fixes have more than 6 decimals")
             for (coordinate, point) in zip(coordinates, points) {
                 #expect(abs(coordinate[0] - Self.rounded6(point.longitude)) < 1e-9 && abs(coordinate[1] - Self.rounded6(point.latitude)) < 1e-9,
                         "\(coordinate) vs \(point.longitude), \(point.latitude)")
@@ -106,7 +106,7 @@ struct TripRouteTests {
             #expect(line.count >= 2 && line.count < full.count / 4, "120 fixes on a gentle curve simplify to a few: \(line.count)")
             #expect(line.first == full.first, "first coordinate kept: \(line.first ?? []) vs \(full.first ?? [])")
             #expect(line.last == full.last, "last coordinate kept: \(line.last ?? []) vs \(full.last ?? [])")
-            #expect(line.allSatisfy { Self.sixDecimals($0[0]) && Self.sixDecimals($0[1]) })
+            check(line.allSatisfy { Self.sixDecimals($0[0]) && Self.sixDecimals($0[1]) })
             let properties = features.first?["properties"] as? [String: Any] ?? [:]
             #expect(properties["simplify_metres"] as? Double == 20)
             #expect(properties["line_point_count"] as? Int == line.count)
@@ -175,8 +175,8 @@ struct TripRouteTests {
             #expect(gpx.trackPoints.count == points.count)
             #expect(gpx.trackNames == ["gpx-1"])
             for (trackPoint, point) in zip(gpx.trackPoints, points) {
-                #expect(trackPoint.latitude.map { abs($0 - point.latitude) < 6e-7 } == true, "\(trackPoint) vs \(point.latitude)")
-                #expect(trackPoint.longitude.map { abs($0 - point.longitude) < 6e-7 } == true, "\(trackPoint) vs \(point.longitude)")
+                check(trackPoint.latitude.map { abs($0 - point.latitude) < 6e-7 } == true, "\(trackPoint) vs \(point.latitude)")
+                check(trackPoint.longitude.map { abs($0 - point.longitude) < 6e-7 } == true, "\(trackPoint) vs \(point.longitude)")
                 #expect(isoDate(trackPoint.time) == point.time, "\(trackPoint)")
                 #expect(trackPoint.elevation.flatMap(Double.init) == point.altitude, "\(trackPoint)")
             }
@@ -193,8 +193,8 @@ struct TripRouteTests {
                 #expect(row.count == 7, "\(row)")
                 guard row.count == 7 else { continue }
                 #expect(isoDate(row[0]) == point.time)
-                #expect(Double(row[1]).map { abs($0 - point.latitude) < 6e-7 } == true, "\(row)")
-                #expect(Double(row[2]).map { abs($0 - point.longitude) < 6e-7 } == true, "\(row)")
+                check(Double(row[1]).map { abs($0 - point.latitude) < 6e-7 } == true, "\(row)")
+                check(Double(row[2]).map { abs($0 - point.longitude) < 6e-7 } == true, "\(row)")
                 #expect(Double(row[3]) == point.speed)
                 #expect(Double(row[5]) == point.altitude, "altitude \(row)")
                 #expect(row[6] == "", "no accuracy reported: \(row)")
@@ -229,7 +229,7 @@ struct TripRouteTests {
             #expect((paged["points"] as? [Any])?.count == count, "GET …/points lists \((paged["points"] as? [Any])?.count ?? -1) fixes, the trip counts \(count)")
             #expect(routeCount == count, "the GeoJSON's point_count \(routeCount ?? -1) vs the trip's \(count)")
             #expect(gpx.trackPoints.count == count, "the GPX has \(gpx.trackPoints.count) trkpt, the trip counts \(count)")
-            #expect(isoDate(route["features"].flatMap { ($0 as? [[String: Any]])?.first?["properties"] as? [String: Any] }?["end"])
+            check(isoDate(route["features"].flatMap { ($0 as? [[String: Any]])?.first?["properties"] as? [String: Any] }?["end"])
                     == isoDate(trip["last_fix_at"]), "the route ends where the trip's figures end")
         }
     }
@@ -307,7 +307,7 @@ struct TripRouteTests {
             #expect(Set(latitudes).count == 23)
             let whole = try await page("limit=1000")
             #expect(whole.next == nil)
-            #expect(whole.points.compactMap { $0["latitude"] as? Double } == latitudes)
+            check(whole.points.compactMap { $0["latitude"] as? Double } == latitudes)
             let first = whole.points.first ?? [:]
             #expect(isoDate(first["timestamp"]) == base)
             #expect(first["longitude"] as? Double == 13.4)
@@ -319,7 +319,7 @@ struct TripRouteTests {
             let from = base.addingTimeInterval(10).iso8601
             let to = base.addingTimeInterval(15).iso8601
             let window = try await walk("limit=2&from=\(from)&to=\(to)")
-            #expect(window.latitudes == order.filter { $0.time >= base.addingTimeInterval(10) && $0.time < base.addingTimeInterval(15) }
+            check(window.latitudes == order.filter { $0.time >= base.addingTimeInterval(10) && $0.time < base.addingTimeInterval(15) }
                 .map(\.latitude))
             #expect(window.latitudes.count == 5)
             #expect(window.pages == [2, 2, 1])

@@ -135,7 +135,7 @@ struct WebSocketAccessTests {
                 let pushed = try await socket.collect(2)
                 #expect(pushed.map(\.type) == ["location_update", "status"], "\(pushed)")
                 #expect(pushed.first?.fixIndex == 8)
-                #expect(pushed.allSatisfy { $0.deviceID == acme.device.id.uuidString.lowercased() }, "\(pushed)")
+                check(pushed.allSatisfy { $0.deviceID == acme.device.id.uuidString.lowercased() }, "\(pushed)")
                 try await socket.expectQuiet("the other tenant's bk-1 stays out")
             }
         }
@@ -165,9 +165,9 @@ struct WebSocketAccessTests {
                 let updates = pushed.filter { $0.type == "location_update" }
                 #expect(updates.count == 2, "truck2's fix once per room: \(pushed)")
                 #expect(Set(updates.compactMap(\.room)) == ["tenant:acme", "device:\(fleet.truck2.id)"])
-                #expect(updates.allSatisfy { $0.deviceID == fleet.truck2.id && $0.fixIndex == 12 }, "\(updates)")
+                check(updates.allSatisfy { $0.deviceID == fleet.truck2.id && $0.fixIndex == 12 }, "\(updates)")
                 let statuses = pushed.filter { $0.type == "status" }
-                #expect(statuses.count == 2 && statuses.allSatisfy { $0.deviceID == fleet.truck2.id && $0.bookingID == "bk-truck" },
+                check(statuses.count == 2 && statuses.allSatisfy { $0.deviceID == fleet.truck2.id && $0.bookingID == "bk-truck" },
                         "only bk-truck's start: \(pushed)")
                 try await socket.expectQuiet("van1's and van5's fixes and bk-van's start stay out")
 
@@ -177,7 +177,7 @@ struct WebSocketAccessTests {
                 #expect(try await TripAPI.cancel(live, "bk-van", apiKey: fleet.van1.apiKey).status == 200)
                 try await live.postPositions(Fixes.object(21), apiKey: fleet.truck2.apiKey, expecting: 1)
                 let next = try await socket.collect(2)
-                #expect(next.allSatisfy { $0.fixIndex == 21 }, "\(next)")
+                check(next.allSatisfy { $0.fixIndex == 21 }, "\(next)")
                 try await socket.expectQuiet("nothing of bk-van")
 
                 // A trip outside the scope is refused like a missing one.
@@ -204,9 +204,9 @@ struct WebSocketAccessTests {
                 #expect(changed.status == 200)
                 let diff = try await socket.collect(2)
                 #expect(Set(diff.compactMap(\.type)) == ["remove", "add"], "\(diff)")
-                #expect(diff.allSatisfy { $0.room == "tenant:acme" }, "\(diff)")
-                #expect(diff.first { $0.type == "remove" }?.deviceID == fleet.van1.id)
-                #expect(diff.first { $0.type == "add" }?.deviceID == fleet.truck2.id)
+                check(diff.allSatisfy { $0.room == "tenant:acme" }, "\(diff)")
+                check(diff.first { $0.type == "remove" }?.deviceID == fleet.van1.id)
+                check(diff.first { $0.type == "add" }?.deviceID == fleet.truck2.id)
 
                 try await fleet.postRound(live, from: 20)
                 let next = try await socket.next("truck2's fix")

@@ -44,8 +44,8 @@ struct WebSocketLaneTests {
                 for (index, socket) in sockets.enumerated() {
                     let messages = try await socket.collect(fixes + pings, timeout: .seconds(60))
                     let updates = messages.filter { $0.type == "location_update" }
-                    #expect(messages.filter { $0.type == "pong" }.count == pings, "socket \(index)")
-                    #expect(updates.map(\.seq) == (1...Int64(fixes)).map { bases[index] + $0 },
+                    check(messages.filter { $0.type == "pong" }.count == pings, "socket \(index)")
+                    check(updates.map(\.seq) == (1...Int64(fixes)).map { bases[index] + $0 },
                             "socket \(index): every event once, in seq order: \(updates.compactMap(\.seq).prefix(40))…")
                 }
             }
@@ -106,7 +106,7 @@ struct WebSocketLaneTests {
             #expect(texts.last?.type == "error" && texts.last?.code == "slow_consumer", "\(texts.suffix(1))")
             let updates = texts.filter { $0.type == "location_update" }
             #expect(updates.count < batches * size, "the backlog was dropped, not held: \(updates.count) of \(batches * size) arrived")
-            #expect(updates.map(\.seq) == updates.indices.map { base + 1 + Int64($0) }, "what did arrive is in order, without gaps")
+            check(updates.map(\.seq) == updates.indices.map { base + 1 + Int64($0) }, "what did arrive is in order, without gaps")
         }
     }
 }

@@ -22,9 +22,9 @@ struct WebSocketResumeTests {
                     try await live.postPositions(Fixes.object(n), apiKey: setup.apiKey, expecting: 1)
                 }
                 let seen = try await first.collect(5)
-                #expect(seen.map(\.seq) == (1...5).map { opened + Int64($0) })
+                check(seen.map(\.seq) == (1...5).map { opened + Int64($0) })
                 #expect(seen.map(\.fixIndex) == Array(0..<5))
-                #expect(seen.allSatisfy { $0.room == room && $0.type == "location_update" && $0.deviceID == device }, "\(seen)")
+                check(seen.allSatisfy { $0.room == room && $0.type == "location_update" && $0.deviceID == device }, "\(seen)")
                 let k = try #require(seen.last?.seq)
                 await first.close()
 
@@ -35,8 +35,8 @@ struct WebSocketResumeTests {
                 try await second.resume(room, since: k)
                 _ = try await second.expect("joined", room: room)
                 let replay = try await second.collect(7)
-                #expect(replay.allSatisfy { $0.type == "location_update" && $0.room == room }, "a resume replays, no snapshot: \(replay)")
-                #expect(replay.map(\.seq) == (1...7).map { k + Int64($0) })
+                check(replay.allSatisfy { $0.type == "location_update" && $0.room == room }, "a resume replays, no snapshot: \(replay)")
+                check(replay.map(\.seq) == (1...7).map { k + Int64($0) })
                 #expect(replay.map(\.fixIndex) == Array(5..<12))
 
                 try await live.postPositions(Fixes.object(12), apiKey: setup.apiKey, expecting: 1)

@@ -33,7 +33,7 @@ struct WebSocketRoomTests {
                     #expect(inRoom.map(\.seq) == [2, 3], "\(room): \(first)")
                     #expect(inRoom.first?.fixIndex == 0 && inRoom.first?.bookingID == "bk-1")
                 }
-                #expect(first.allSatisfy { $0.text.hasPrefix(#"{"room":""#) }, "room is the first member of every event: \(first)")
+                check(first.allSatisfy { $0.text.hasPrefix(#"{"room":""#) }, "room is the first member of every event: \(first)")
 
                 // A fix of another device (no trip): the tenant room only.
                 try await live.postPositions(Fixes.object(1), apiKey: otherKey, expecting: 1)
@@ -133,7 +133,7 @@ struct WebSocketRoomTests {
                 #expect(update.type == "location_update" && update.fixIndex == 5, "\(update)")
                 try await socket.expectQuiet("still answering")
                 #expect(socket.inbox.end == nil, "the socket is still open")
-                #expect(socket.inbox.all.allSatisfy { $0.isObject }, "every server message is a JSON object")
+                check(socket.inbox.all.allSatisfy { $0.isObject }, "every server message is a JSON object")
             }
         }
     }
@@ -230,14 +230,14 @@ struct WebSocketRoomTests {
                 #expect(received.last?.type == "error" && received.last?.code == "slow_consumer", "\(received.suffix(2))")
                 let updates = received.filter { $0.type == "location_update" }
                 #expect(updates.count < 200, "the backlog was dropped: \(updates.count)")
-                #expect(updates.map(\.seq) == updates.indices.map { opened + 1 + Int64($0) }, "what did arrive is in order, without gaps")
+                check(updates.map(\.seq) == updates.indices.map { opened + 1 + Int64($0) }, "what did arrive is in order, without gaps")
 
                 let last = updates.last?.seq ?? opened
                 let again = try await ws.open("/ws", apiKey: setup.apiKey)
                 try await again.resume("tenant:acme", since: last)
                 _ = try await again.expect("joined")
                 let replay = try await again.collect(200 - updates.count)
-                #expect(replay.map(\.seq) == replay.indices.map { last + 1 + Int64($0) })
+                check(replay.map(\.seq) == replay.indices.map { last + 1 + Int64($0) })
                 #expect(replay.last?.fixIndex == 199)
             }
         }

@@ -44,20 +44,20 @@ struct WebSocketThrottleTests {
                     // The whole burst fell in one interval: first at once, the last one held.
                     let sseEvents = try await sse.collect(2)
                     #expect(sseEvents.map(\.event) == ["location_update", "location_update"])
-                    #expect(try sseEvents.map { try $0.object().fixIndex } == [0, 9], "first and last of the burst")
+                    check(try sseEvents.map { try $0.object().fixIndex } == [0, 9], "first and last of the burst")
                     #expect(sseEvents[0].seq == opened + 1, "the first goes at once, with its id")
                     #expect(sseEvents[1].id == nil, "the held update released late carries no SSE id: \(sseEvents[1])")
                     #expect(try sseEvents[1].object()["seq"] as? Int == Int(opened) + 10, "but its data has its seq")
                     let last = try sseEvents[1].object()
-                    #expect((last["latitude"] as? Double).map { abs($0 - Fixes.latitude(9)) < 1e-7 } == true, "\(last)")
-                    #expect((last["longitude"] as? Double).map { abs($0 - Fixes.longitude(9)) < 1e-7 } == true, "\(last)")
+                    check((last["latitude"] as? Double).map { abs($0 - Fixes.latitude(9)) < 1e-7 } == true, "\(last)")
+                    check((last["longitude"] as? Double).map { abs($0 - Fixes.longitude(9)) < 1e-7 } == true, "\(last)")
 
                     let wsEvents = try await socket.collect(2)
                     #expect(wsEvents.map(\.fixIndex) == [0, 9], "\(wsEvents)")
                     #expect(wsEvents.map(\.seq) == [opened + 1, opened + 10])
-                    #expect(wsEvents.allSatisfy { $0.type == "location_update" && $0.room == "tenant:acme" })
+                    check(wsEvents.allSatisfy { $0.type == "location_update" && $0.room == "tenant:acme" })
                     let wsLast = wsEvents[1].object
-                    #expect((wsLast["latitude"] as? Double).map { abs($0 - Fixes.latitude(9)) < 1e-7 } == true, "\(wsLast)")
+                    check((wsLast["latitude"] as? Double).map { abs($0 - Fixes.latitude(9)) < 1e-7 } == true, "\(wsLast)")
                 } else {
                     // A machine too slow to post 10 fixes inside the interval: the throttle still
                     // sends the first at once and the last eventually, and never more than one per
@@ -77,7 +77,7 @@ struct WebSocketThrottleTests {
 
                 // The log keeps every fix: a resume replays all of them.
                 let replay = try await live.stream("/api/v1/stream", apiKey: setup.apiKey, lastEventID: "\(opened)")
-                #expect(try await replay.collect(11).map { try $0.object().fixIndex } == Array(0...10))
+                check(try await replay.collect(11).map { try $0.object().fixIndex } == Array(0...10))
                 let resumed = try await ws.open("/ws", apiKey: setup.apiKey)
                 try await resumed.resume("tenant:acme", since: opened)
                 _ = try await resumed.expect("joined")
@@ -109,11 +109,11 @@ struct WebSocketThrottleTests {
                 try await socket.joinRoom("tenant:acme")
                 _ = try await Self.burst(live, 0..<10, apiKeys: [setup.apiKey])
                 let sseEvents = try await sse.collect(10)
-                #expect(try sseEvents.map { try $0.object().fixIndex } == Array(0..<10))
-                #expect(sseEvents.map(\.seq) == (1...10).map { opened + Int64($0) })
+                check(try sseEvents.map { try $0.object().fixIndex } == Array(0..<10))
+                check(sseEvents.map(\.seq) == (1...10).map { opened + Int64($0) })
                 let wsEvents = try await socket.collect(10)
                 #expect(wsEvents.map(\.fixIndex) == Array(0..<10))
-                #expect(wsEvents.map(\.seq) == (1...10).map { opened + Int64($0) })
+                check(wsEvents.map(\.seq) == (1...10).map { opened + Int64($0) })
                 try await socket.expectQuiet("exactly 10")
             }
         }
@@ -163,7 +163,7 @@ struct WebSocketThrottleTests {
                 #expect(updates.first == 0 && updates.last == 3, "the first fix and the newest one arrive: \(messages)")
                 #expect(updates == updates.sorted() && Set(updates).count == updates.count, "\(messages)")
                 #expect(messages.last?.status == "completed", "the final status is last: \(messages)")
-                #expect(messages.filter { $0.type == "status" }.map(\.status) == ["in_progress", "completed"], "\(messages)")
+                check(messages.filter { $0.type == "status" }.map(\.status) == ["in_progress", "completed"], "\(messages)")
                 #expect(try await Self.positionCount(live) == 4)
             }
         }
@@ -180,7 +180,7 @@ struct WebSocketThrottleTests {
                 try await socket.joinRoom("tenant:acme")
                 try await live.postPositions(Fixes.array(0..<10), apiKey: setup.apiKey, expecting: 10)
                 let sseEvents = try await sse.collect(2)
-                #expect(try sseEvents.map { try $0.object().fixIndex } == [0, 9])
+                check(try sseEvents.map { try $0.object().fixIndex } == [0, 9])
                 #expect(sseEvents.map(\.id) == ["\(opened + 1)", nil])
                 let wsEvents = try await socket.collect(2)
                 #expect(wsEvents.map(\.fixIndex) == [0, 9])
@@ -211,8 +211,8 @@ struct WebSocketThrottleTests {
                 let afterJoin = Array(messages.drop { $0.type != "joined" }.dropFirst())
                 // The held update may go out before the resume is handled (a slow machine); after
                 // the joined, each seq comes exactly once.
-                #expect(beforeJoin.allSatisfy { $0.fixIndex == 9 }, "\(beforeJoin)")
-                #expect(afterJoin.map(\.seq) == (2...10).map { opened + Int64($0) }, "\(afterJoin)")
+                check(beforeJoin.allSatisfy { $0.fixIndex == 9 }, "\(beforeJoin)")
+                check(afterJoin.map(\.seq) == (2...10).map { opened + Int64($0) }, "\(afterJoin)")
                 #expect(afterJoin.map(\.fixIndex) == Array(1...9))
             }
         }

@@ -22,10 +22,10 @@ struct WebSocketTrackingTests {
         #expect(message.seq != nil, "an update carries its seq: \(message)", sourceLocation: sourceLocation)
         let latitude = object["latitude"] as? Double
         let longitude = object["longitude"] as? Double
-        #expect(latitude.map { abs($0 - Fixes.latitude(n)) < 1e-7 } == true, "\(message)", sourceLocation: sourceLocation)
-        #expect(longitude.map { abs($0 - Fixes.longitude(n)) < 1e-7 } == true, "\(message)", sourceLocation: sourceLocation)
+        check(latitude.map { abs($0 - Fixes.latitude(n)) < 1e-7 } == true, "\(message)", sourceLocation: sourceLocation)
+        check(longitude.map { abs($0 - Fixes.longitude(n)) < 1e-7 } == true, "\(message)", sourceLocation: sourceLocation)
         let time = isoDate(object["timestamp"])
-        #expect(time.map { abs($0.timeIntervalSince(Fixes.fixTime(n))) < 0.002 } == true, "\(message)", sourceLocation: sourceLocation)
+        check(time.map { abs($0.timeIntervalSince(Fixes.fixTime(n))) < 0.002 } == true, "\(message)", sourceLocation: sourceLocation)
     }
 
     @Test("pushes location_update (booking_id, latitude, longitude, timestamp, seq) and status; closes after completed, that status last")
@@ -63,7 +63,7 @@ struct WebSocketTrackingTests {
                 #expect(pushed[1].room == room)
                 let seqs = pushed.compactMap(\.seq)
                 #expect(seqs.count == 4 && seqs == seqs.sorted() && Set(seqs).count == 4, "\(seqs)")
-                #expect(seqs.first.map { $0 > opened } == true)
+                check(seqs.first.map { $0 > opened } == true)
 
                 let completed = try await TripAPI.complete(live, "bk-1", bearer: admin.accessToken)
                 #expect(completed.status == 200, "\(completed.body)")
@@ -71,7 +71,7 @@ struct WebSocketTrackingTests {
                 #expect(final.type == "status" && final.status == "completed", "\(final)")
                 #expect(final.room == room)
                 #expect(final.object["previous_status"] as? String == "in_progress")
-                #expect(final.seq.map { $0 > seqs.last! } == true)
+                check(final.seq.map { $0 > seqs.last! } == true)
                 #expect(final.object["point_count"] as? Int == 3, "\(final)")
 
                 let closed = try await socket.closed()
@@ -153,7 +153,7 @@ struct WebSocketTrackingTests {
                 let pushed = try await socket.collect(3)
                 #expect(pushed.map(\.type) == ["location_update", "status", "location_update"], "\(pushed)")
                 #expect(pushed.map(\.fixIndex) == [11, nil, 12])
-                #expect(pushed.allSatisfy { $0.bookingID == "bk-a" }, "\(pushed)")
+                check(pushed.allSatisfy { $0.bookingID == "bk-a" }, "\(pushed)")
                 try await socket.expectQuiet("bk-b's fix and cancel are not for this socket")
                 #expect(other.id != setup.device.id)
             }

@@ -28,7 +28,7 @@ struct CompactionTests {
 
             let maintenance = Maintenance(client: client, logger: TestCluster.logger)
             let report = try await maintenance.run(now: Date().addingTimeInterval(28 * TimeSeries.day), daysBack: 30, daysAhead: 7)
-            let retired = try #require(report.retired.first { $0.partition == RetentionTests.name("positions", day) })
+            let retired = try require(report.retired.first { $0.partition == RetentionTests.name("positions", day) })
             #expect(retired.rows == 901)
             #expect(retired.tracksWritten == 3, "900 fixes every 5 s from 00:30 to 01:45 are two hours, plus the lonely fix")
             #expect(retired.trackBytes > 0 && retired.trackBytes < retired.rawBytes)

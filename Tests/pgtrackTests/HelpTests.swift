@@ -1,4 +1,5 @@
 import Testing
+import TrackingTestSupport
 
 @Suite("pgtrack --help")
 struct HelpTests {
@@ -8,7 +9,7 @@ struct HelpTests {
         #expect(result.status == 0, "\(result)")
         let subcommands = result.stdout.components(separatedBy: "SUBCOMMANDS:").last ?? ""
         for command in ["serve", "migrate", "db", "admin"] {
-            #expect(subcommands.split(separator: "\n").contains { $0.trimmingCharacters(in: .whitespaces).hasPrefix(command + " ") },
+            check(subcommands.split(separator: "\n").contains { $0.trimmingCharacters(in: .whitespaces).hasPrefix(command + " ") },
                     "\(command) missing from:\n\(result.stdout)")
         }
     }

@@ -58,7 +58,7 @@ struct LoadCommandTests {
         try #require(result.status == 0, "\(result)")
         let json = try result.json()
         let ingest = try #require(json["ingest"] as? [[String: Any]], "\(result.stdout)")
-        #expect(ingest.map { $0["fixes_per_request"] as? Int } == [1, 10])
+        check(ingest.map { $0["fixes_per_request"] as? Int } == [1, 10])
         for pair in ingest {
             #expect((pair["pgtrack_positions_per_second"] as? Double ?? 0) > 0)
             #expect((pair["raw_positions_per_second"] as? Double ?? 0) > 0)

@@ -311,8 +311,8 @@ final class WSSockets: Sendable {
             return frames.contains { $0.opcode == 0x8 } || closed ? (head, frames) : nil
         }
         try #require(head.hasPrefix("HTTP/1.1 101"), "the upgrade goes on, the refusal comes on the socket: \(head.prefix(300))")
-        let text = try #require(frames.first { $0.opcode == 0x1 }, "no text frame before the close of \(path)")
-        let close = try #require(frames.first { $0.opcode == 0x8 }, "no close frame on \(path)")
+        let text = try require(frames.first { $0.opcode == 0x1 }, "no text frame before the close of \(path)")
+        let close = try require(frames.first { $0.opcode == 0x8 }, "no close frame on \(path)")
         let code = close.payload.count >= 2 ? Int(close.payload[0]) << 8 | Int(close.payload[1]) : nil
         return Refusal(message: WSMessage(text: String(decoding: text.payload, as: UTF8.self)),
                        code: code.map { WebSocketErrorCode(codeNumber: $0) },
