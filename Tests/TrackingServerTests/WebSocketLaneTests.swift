@@ -66,9 +66,7 @@ struct WebSocketLaneTests {
             let setup = try await TestTenant.create(live.repository)
             let connection = try await RawConnection.open(port: live.port, receiveBuffer: 4_096)
             defer { Task { await connection.close() } }
-            try await connection.send("GET /ws HTTP/1.1\r\nHost: 127.0.0.1:\(live.port)\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                                      + "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
-                                      + "X-API-Key: \(setup.apiKey)\r\n\r\n")
+            try await connection.send(WSSockets.upgradeRequest("/ws", port: live.port, apiKey: setup.apiKey))
             let (head, headEnd) = try await connection.waitBytes("the 101") { bytes, _ in
                 bytes.firstRange(of: Array("\r\n\r\n".utf8)).map { (String(decoding: bytes[..<$0.lowerBound], as: UTF8.self), $0) }
             }

@@ -298,11 +298,7 @@ final class WSSockets: Sendable {
     func refusal(_ path: String, apiKey: String? = nil, bearer: String? = nil) async throws -> Refusal {
         let connection = try await RawConnection.open(port: live.port)
         defer { Task { await connection.close() } }
-        var request = "GET \(path) HTTP/1.1\r\nHost: 127.0.0.1:\(live.port)\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            + "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
-        if let apiKey { request += "X-API-Key: \(apiKey)\r\n" }
-        if let bearer { request += "Authorization: Bearer \(bearer)\r\n" }
-        try await connection.send(request + "\r\n")
+        try await connection.send(Self.upgradeRequest(path, port: live.port, apiKey: apiKey, bearer: bearer))
         let (head, frames) = try await connection.waitBytes("the refusal of \(path)") { bytes, closed -> (String, [ServerFrame])? in
             guard let headEnd = bytes.firstRange(of: Array("\r\n\r\n".utf8)) else { return nil }
             let head = String(decoding: bytes[..<headEnd.lowerBound], as: UTF8.self)
@@ -317,6 +313,15 @@ final class WSSockets: Sendable {
         return Refusal(message: WSMessage(text: String(decoding: text.payload, as: UTF8.self)),
                        code: code.map { WebSocketErrorCode(codeNumber: $0) },
                        reason: close.payload.count > 2 ? String(decoding: close.payload.dropFirst(2), as: UTF8.self) : nil)
+    }
+
+    /// A WebSocket upgrade request as raw bytes, for a connection opened with `RawConnection`.
+    static func upgradeRequest(_ path: String, port: Int, apiKey: String? = nil, bearer: String? = nil) -> String {
+        var request = "GET \(path) HTTP/1.1\r\nHost: 127.0.0.1:\(port)\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            + "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+        if let apiKey { request += "X-API-Key: \(apiKey)\r\n" }
+        if let bearer { request += "Authorization: Bearer \(bearer)\r\n" }
+        return request + "\r\n"
     }
 
     /// One unmasked frame as a server sends it (RFC 6455 §5.2).
