@@ -52,12 +52,8 @@ public enum TestCluster {
             .appendingPathComponent("pgtrack-test-\(getpid())-\(UUID().uuidString.prefix(8))")
         let cluster = try LocalCluster(root: root, port: 5432, listenOnLoopback: false, durable: false,
                                        maxConnections: 2_500, databaseName: template, logger: logger)
-        clusterForCleanup = (root.path, cluster)
-        atexit {
-            guard let (path, cluster) = TestCluster.clusterForCleanup else { return }
-            try? cluster.stop()
-            try? FileManager.default.removeItem(atPath: path)
-        }
+        clusterForCleanup = cluster
+        atexit { TestCluster.clusterForCleanup?.discard() }
         try await offCooperativePool { try cluster.start() }
         try await DatabaseProvisioning.createDatabaseIfMissing(cluster.databaseURL, logger: logger)
         let settings = DatabaseConnectionSettings(url: cluster.databaseURL)
@@ -88,7 +84,29 @@ public enum TestCluster {
         try await connection.close()
     }
 
-    nonisolated(unsafe) static var clusterForCleanup: (String, LocalCluster)?
+    nonisolated(unsafe) static var clusterForCleanup: LocalCluster?
+
+    /// A cluster of the caller's own, with one migrated database, for tests that stop and start
+    /// PostgreSQL (the shared one serves every other test). The caller discards it.
+    public static func privateCluster() async throws -> (cluster: LocalCluster, url: DatabaseURL) {
+        let root = URL(fileURLWithPath: NSTemporaryDirectory())
+            .appendingPathComponent("pgtrack-private-\(getpid())-\(UUID().uuidString.prefix(8))")
+        let cluster = try LocalCluster(root: root, port: 5432, listenOnLoopback: false, durable: false,
+                                       maxConnections: 100, databaseName: "pgtrack", logger: logger)
+        do {
+            try await offCooperativePool { try cluster.start() }
+            try await DatabaseProvisioning.createDatabaseIfMissing(cluster.databaseURL, logger: logger)
+            _ = try await Migrator(files: try schemaFiles(), logger: logger)
+                .migrate(settings: DatabaseConnectionSettings(url: cluster.databaseURL))
+            _ = try await withClient(cluster.databaseURL) { client in
+                try await TrackingRepository(client: client, logger: logger).ensurePositionPartitions(daysBack: 30, daysAhead: 7)
+            }
+            return (cluster, cluster.databaseURL)
+        } catch {
+            cluster.discard()
+            throw error
+        }
+    }
 
     /// Runs `body` with a running PostgresClient on `url`.
     public static func withClient<T: Sendable>(_ url: DatabaseURL, _ body: @Sendable (PostgresClient) async throws -> T) async throws -> T {

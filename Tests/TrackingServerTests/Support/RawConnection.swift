@@ -19,7 +19,10 @@ final class RawConnection: Sendable {
     /// stops reading fills the server's socket quickly.
     static func open(port: Int, receiveBuffer: Int32? = nil) async throws -> RawConnection {
         let received = Received()
+        // A ceiling, not the default 10 s: on a machine busy with the whole suite a node's accept
+        // queue can fill, and a dropped SYN is only retried after 1, 3, 7… s.
         var bootstrap = ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .connectTimeout(.seconds(60))
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(Collector(received)) }
             }

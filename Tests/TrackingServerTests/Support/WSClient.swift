@@ -399,7 +399,7 @@ extension LiveNode {
     /// request. Redirects are not followed.
     func upgradeRequest(_ path: String, apiKey: String? = nil, bearer: String? = nil, upgrade: Bool = true) async throws -> Reply {
         let client = HTTPClient(eventLoopGroupProvider: .singleton,
-                                configuration: .init(redirectConfiguration: .disallow, timeout: .init(connect: .seconds(10))))
+                                configuration: .init(redirectConfiguration: .disallow, timeout: .init(connect: .seconds(60))))
         do {
             var request = HTTPClientRequest(url: base + path)
             if let apiKey { request.headers.add(name: "X-API-Key", value: apiKey) }
