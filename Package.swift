@@ -35,6 +35,8 @@ let package = Package(
             dependencies: [
                 "TrackingCore",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
+                // Its ConnectionPoolError is what a pool that cannot connect throws.
+                .product(name: "_ConnectionPoolModule", package: "postgres-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Crypto", package: "swift-crypto"),

@@ -12,14 +12,19 @@ public struct APIError: Error, Sendable, Equatable, Encodable {
     public let index: Int?
     /// For a refused state change (409): the state it was refused from.
     public let currentStatus: String?
+    /// For a retryable refusal (503): seconds the client should wait before retrying, sent as
+    /// the `Retry-After` header.
+    public let retryAfterSeconds: Int?
 
-    public init(status: Int, code: String, message: String, field: String? = nil, index: Int? = nil, currentStatus: String? = nil) {
+    public init(status: Int, code: String, message: String, field: String? = nil, index: Int? = nil, currentStatus: String? = nil,
+                retryAfterSeconds: Int? = nil) {
         self.status = status
         self.code = code
         self.message = message
         self.field = field
         self.index = index
         self.currentStatus = currentStatus
+        self.retryAfterSeconds = retryAfterSeconds
     }
 
     public static func badRequest(_ message: String, code: String = "bad_request") -> APIError {
@@ -40,8 +45,8 @@ public struct APIError: Error, Sendable, Equatable, Encodable {
     public static func conflict(_ message: String, currentStatus: String? = nil, index: Int? = nil) -> APIError {
         APIError(status: 409, code: "conflict", message: message, index: index, currentStatus: currentStatus)
     }
-    public static func unavailable(_ message: String) -> APIError {
-        APIError(status: 503, code: "unavailable", message: message)
+    public static func unavailable(_ message: String, retryAfterSeconds: Int? = nil) -> APIError {
+        APIError(status: 503, code: "unavailable", message: message, retryAfterSeconds: retryAfterSeconds)
     }
 
     struct Envelope: Encodable { let error: APIError }

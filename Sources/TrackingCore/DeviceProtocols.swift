@@ -170,6 +170,7 @@ enum ProtocolJSON {
         guard bytes.contains(where: { !($0 == 0x20 || $0 == 0x0A || $0 == 0x0D || $0 == 0x09) }) else {
             throw .badRequest("The request body is empty: send a JSON object.", code: "malformed_json")
         }
+        try NULCharacter.checkJSON(bytes)
         do {
             return try JSONDecoder().decode(JSONValue.self, from: Data(bytes))
         } catch {

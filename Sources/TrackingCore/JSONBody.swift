@@ -7,6 +7,7 @@ public enum JSONBody {
         guard bytes.contains(where: { !($0 == 0x20 || $0 == 0x0A || $0 == 0x0D || $0 == 0x09) }) else {
             throw .badRequest("The request body is empty: send a JSON object.", code: "malformed_json")
         }
+        try NULCharacter.checkJSON(bytes)
         do {
             return try JSONDecoder().decode(T.self, from: Data(bytes))
         } catch let error as APIError {

@@ -20,6 +20,7 @@ public struct PositionValidator: Sendable {
         guard let first = bytes.first(where: { !($0 == 0x20 || $0 == 0x0A || $0 == 0x0D || $0 == 0x09) }) else {
             throw .badRequest("The request body is empty: send a position object or an array of positions.", code: "malformed_json")
         }
+        try NULCharacter.checkJSON(bytes)
         let data = Data(bytes)
         let decoder = JSONDecoder()
         let inputs: [PositionInput]

@@ -110,7 +110,7 @@ public struct Bench: Sendable {
         var pool = settings
         pool.maximumConnections = max(plan.workers + 4, 8)
         pool.applicationName = "pgtrack-bench"
-        let client = PostgresClient(configuration: try pool.clientConfiguration(), backgroundLogger: logger)
+        let client = PostgresClient(configuration: try pool.clientConfiguration(), backgroundLogger: logger.forPostgresPool)
         return try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { await client.run() }
             defer { group.cancelAll() }

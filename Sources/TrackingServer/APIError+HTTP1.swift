@@ -9,6 +9,7 @@ extension APIError {
         let body = ByteBuffer(string: jsonBody)
         var headers: HTTPHeaders = ["Content-Type": "application/json; charset=utf-8",
                                     "Content-Length": String(body.readableBytes), "Connection": "close"]
+        if let retryAfterSeconds { headers.add(name: "Retry-After", value: String(retryAfterSeconds)) }
         headers.add(contentsOf: extraHeaders)
         return [.head(HTTPResponseHead(version: version, status: .init(statusCode: status), headers: headers)),
                 .body(.byteBuffer(body)), .end(nil)]

@@ -1,6 +1,7 @@
 import Hummingbird
 import Logging
 import TrackingCore
+import TrackingStore
 
 /// Turns every error into the JSON error shape with the right status. Unexpected errors are
 /// logged with detail and answered with a generic 500 that leaks nothing.
@@ -29,6 +30,9 @@ extension APIError {
             self.init(status: error.status.code, code: code, message: message)
         case let error as any HTTPResponseError:
             self.init(status: error.status.code, code: "http_error", message: error.status.reasonPhrase)
+        case let error where isConnectionLoss(error):
+            logger.warning("database unavailable: \(describeDatabaseError(error))")
+            self = .databaseUnavailable
         default:
             logger.error("unhandled error: \(String(reflecting: error))")
             self.init(status: 500, code: "internal", message: "Internal error; the server log has details.")
@@ -37,11 +41,15 @@ extension APIError {
 }
 
 extension APIError {
+    /// The database went away under the request (lost connection, restart, shutdown): retryable.
+    static let databaseUnavailable = APIError.unavailable(
+        "The database is unavailable (restarting or unreachable); nothing was changed unless an earlier reply said so. "
+            + "Retry after the delay in Retry-After.", retryAfterSeconds: 2)
+
     var response: Response {
-        Response(
-            status: .init(code: status),
-            headers: [.contentType: "application/json; charset=utf-8"],
-            body: .init(byteBuffer: .init(string: jsonBody)))
+        var headers: HTTPFields = [.contentType: "application/json; charset=utf-8"]
+        if let retryAfterSeconds { headers[.retryAfter] = "\(retryAfterSeconds)" }
+        return Response(status: .init(code: status), headers: headers, body: .init(byteBuffer: .init(string: jsonBody)))
     }
 }
 

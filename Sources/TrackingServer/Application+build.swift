@@ -25,14 +25,17 @@ public func buildApplication(
     database: DatabaseConnectionSettings,
     logger: Logger
 ) async throws -> (Application<RouterResponder<AppRequestContext>>, TrackingNode) {
-    let client = PostgresClient(configuration: try database.clientConfiguration(), backgroundLogger: logger)
+    let client = PostgresClient(configuration: try database.clientConfiguration(), backgroundLogger: logger.forPostgresPool)
     // Kept fresh by the listener below (it LISTENs on the key channel).
     let deviceKeys = DeviceKeyCache()
     let repository = TrackingRepository(client: client, logger: logger, deviceKeys: deviceKeys)
     let hub = FanOutHub(mailboxCapacity: configuration.clientBufferSize,
                         heartbeatInterval: .seconds(configuration.heartbeatSeconds),
                         minBroadcastInterval: configuration.minBroadcastInterval, logger: logger)
-    let listener = NotificationListener(settings: database, repository: repository.asNode, sink: hub, logger: logger)
+    let gate = DatabaseGate(settings: configuration.databaseGate, logger: logger) { try await probeDatabase(database, logger: logger) }
+    // The listener's connection is the first to notice a database that stopped or restarted.
+    let listener = NotificationListener(settings: database, repository: repository.asNode, sink: hub, logger: logger,
+                                        onDisconnect: { gate.suspect() })
     hub.attach(listener)
 
     let snapshots = SnapshotCoalescer(repository: repository)
@@ -43,6 +46,8 @@ public func buildApplication(
 
     let router = Router(context: AppRequestContext.self)
     router.addMiddleware { APIErrorMiddleware() }
+    router.addMiddleware { NULRejectionMiddleware() }
+    router.addMiddleware { DatabaseGateMiddleware(gate: gate) }
     let authenticator = Authenticator(repository: repository, tokens: tokens)
     AuthRoutes(repository: repository, authenticator: authenticator, tokens: tokens, registration: registration).register(on: router)
     UserRoutes(repository: repository, authenticator: authenticator).register(on: router)
@@ -55,9 +60,11 @@ public func buildApplication(
         .register(on: router)
     TrackingRoutes(repository: repository, authenticator: authenticator, access: tripAccess).register(on: router)
     SnapshotRoutes(authenticator: authenticator, snapshots: snapshots).register(on: router)
-    let streams = StreamRoutes(repository: repository, authenticator: authenticator, hub: hub, snapshots: snapshots)
+    let streams = StreamRoutes(repository: repository, authenticator: authenticator, hub: hub, snapshots: snapshots,
+                               slowConsumerGrace: configuration.slowConsumerGrace)
     streams.register(on: router)
-    HealthRoutes(repository: repository, listener: listener, hub: hub).register(on: router)
+    HealthRoutes(repository: repository, listener: listener, hub: hub, gate: gate, timeout: configuration.healthTimeout)
+        .register(on: router)
     SyncRoutes(repository: repository, authenticator: authenticator).register(on: router)
     FleetRoutes(repository: repository, authenticator: authenticator).register(on: router)
     FleetSettingsRoutes(repository: repository, authenticator: authenticator).register(on: router)
@@ -71,6 +78,8 @@ public func buildApplication(
                                   snapshots: snapshots, settings: socketSettings)
     sockets.register(fallbacks: router)
     let upgradeRouter = Router(context: WebSocketRequestContextWithAdmission.self)
+    upgradeRouter.addMiddleware { NULRejectionMiddleware() }
+    upgradeRouter.addMiddleware { DatabaseGateMiddleware(gate: gate) }
     sockets.register(upgrades: upgradeRouter)
 
     let webSocketResponder = upgradeRouter.buildResponder()
@@ -87,14 +96,14 @@ public func buildApplication(
             StreamFirstChannel(
                 inner: HTTP1WebSocketUpgradeChannel(responder: responder, webSocketResponder: webSocketResponder,
                                                     configuration: webSocketConfiguration),
-                streams: EventLoopStreams(routes: streams, serverName: serverName, open: openStreams))
+                streams: EventLoopStreams(routes: streams, serverName: serverName, open: openStreams, gate: gate))
         },
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: serverName),
         logger: logger)
     // Shut down in reverse: the server, …, the event-loop streams (`openStreams` waits for
     // them to close), then the hub, the listener and the pool they use.
     app.addServices(
-        client, listener, hub, openStreams,
+        client, gate, listener, hub, openStreams,
         MaintenanceService(maintenance: Maintenance(client: client, logger: logger), daysBack: configuration.partitionDaysBack,
                            daysAhead: configuration.partitionDaysAhead, interval: configuration.maintenanceInterval,
                            logger: logger),

@@ -6,6 +6,7 @@ import NIOCore
 import NIOHTTP1
 import NIOHTTPTypesHTTP1
 import TrackingCore
+import TrackingStore
 
 /// Serves SSE streams that arrive as the first request of a connection (see
 /// `StreamFirstChannel`), with the same checks, answers and events as the routes.
@@ -18,6 +19,7 @@ struct EventLoopStreams: Sendable {
     let routes: StreamRoutes
     let serverName: String
     let open: OpenStreams
+    let gate: DatabaseGate
 
     func serve(_ stream: StreamRequest, logger: Logger) async {
         let request = Request(head: stream.head, body: RequestBody(buffer: ByteBuffer()))
@@ -27,6 +29,7 @@ struct EventLoopStreams: Sendable {
                 // The raw path named a stream, the decoded one does not (e.g. `%2F` in an id).
                 throw HTTPError(.notFound)
             }
+            guard !gate.isDown else { throw APIError.databaseUnavailable }
             let opened = try await routes.open(endpoint, request: request, logger: logger, consumer: stream.connection)
             guard let subscription = opened.lease.take() else { return }
             var headers = HTTPHeaders(StreamRoutes.responseHeaders)
@@ -44,8 +47,9 @@ struct EventLoopStreams: Sendable {
             var writer = ChannelStreamWriter(channel: stream.channel)
             let progress = try await opened.session.open(subscription: subscription, liveSince: opened.liveSince,
                                                          viewer: opened.viewer, writer: &writer)
-            stream.connection.goLive(session: opened.session, progress: progress)
+            stream.connection.goLive(session: opened.session, progress: progress, grace: routes.slowConsumerGrace)
         } catch {
+            if isConnectionLoss(error) { gate.suspect() }
             if headWritten {
                 logger.debug("stream failed while opening", metadata: ["error": "\(error)"])
                 stream.channel.close(promise: nil)

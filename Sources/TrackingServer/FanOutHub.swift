@@ -75,6 +75,8 @@ public final class Mailbox: Sendable {
     let consumer: (any MailboxConsumer)?
     private let overflowFlag = Atomic<Bool>(false)
     private let closedFlag = Atomic<Bool>(false)
+    /// Called once, at the first overflow (see `onOverflow`).
+    private let overflowHook = Mutex<(@Sendable () -> Void)?>(nil)
     /// Events pushed and not yet taken by the session.
     private let pendingEvents = Atomic<Int>(0)
 
@@ -117,6 +119,17 @@ public final class Mailbox: Sendable {
     private func overflow() {
         overflowFlag.store(true, ordering: .releasing)
         close()
+        overflowHook.withLock { hook in
+            defer { hook = nil }
+            return hook
+        }?()
+    }
+
+    /// Runs `hook` at the first overflow, on the thread that pushed: for a session that may be
+    /// stuck writing to a client that does not read, and so cannot notice it itself.
+    func onOverflow(_ hook: @escaping @Sendable () -> Void) {
+        overflowHook.withLock { $0 = hook }
+        if overflowed { overflowHook.withLock { hook in defer { hook = nil }; return hook }?() }
     }
 
     private var closed: Bool { closedFlag.load(ordering: .acquiring) }

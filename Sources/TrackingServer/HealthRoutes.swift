@@ -7,6 +7,9 @@ struct HealthRoutes {
     let repository: TrackingRepository
     let listener: NotificationListener
     let hub: FanOutHub
+    let gate: DatabaseGate
+    /// The database check's deadline: a load balancer must get its 503 before its own timeout.
+    let timeout: Duration
 
     func register(on router: Router<AppRequestContext>) {
         router.get("/health", use: health)
@@ -47,9 +50,17 @@ struct HealthRoutes {
     func report() async -> Report {
         var usage: Double?
         var databaseError: String?
-        do { usage = try await repository.notificationQueueUsage() } catch { databaseError = describeDatabaseError(error) }
+        let repository = self.repository
+        do {
+            // Abandoned, not awaited, past the deadline: with the database gone the pool holds
+            // the query until connecting fails for good.
+            usage = try await withDeadline(timeout, "the database check") { try await repository.notificationQueueUsage() }
+        } catch {
+            databaseError = error is DeadlineExceeded ? "no answer from the database within \(timeout)" : describeDatabaseError(error)
+            gate.suspect()
+        }
         let listenerStatus = await listener.status
-        let cdcLag = try? await repository.worstSyncLag()
+        let cdcLag = usage == nil ? nil : try? await withDeadline(timeout, "the CDC lag check") { try await repository.worstSyncLag() }
         let healthy = usage != nil && listenerStatus.connected
         return Report(status: healthy ? "ok" : "degraded", database: usage != nil, databaseError: databaseError,
                       listenerConnected: listenerStatus.connected, listenerReconnects: listenerStatus.reconnects,

@@ -56,6 +56,7 @@ struct IngestRoutes {
             } else {
                 // application/x-www-form-urlencoded: the same keys as the query.
                 let form = Self.formFields(String(decoding: bytes, as: UTF8.self))
+                for (name, value) in form { try NULCharacter.check(name + value, field: name) }
                 fixes = [try OsmAndProtocol.decodeQuery(parameters(request.uri.queryParameters) + form, validator: validator)]
             }
         } else {

@@ -31,6 +31,13 @@ public struct ServerConfiguration: Sendable {
     public var cdcLagInterval: Duration
     /// How often the maintenance pass runs (rollups, partitions, retention).
     public var maintenanceInterval: Duration
+    /// Bounds on request work while the database is slow or gone (see `DatabaseGate`).
+    public var databaseGate = DatabaseGate.Settings()
+    /// How long an SSE client that overflowed its buffer may take to read the reset before its
+    /// connection is closed (see `SlowConsumerRule`).
+    public var slowConsumerGrace: Duration = .seconds(60)
+    /// How long `/health` waits for the database before it answers 503 (degraded).
+    public var healthTimeout: Duration = .seconds(2)
 
     public init(host: String = "127.0.0.1", port: Int = 8080, partitionDaysBack: Int = 30, partitionDaysAhead: Int = 7,
                 maxFutureSkewSeconds: Double = 300, clientBufferSize: Int = 2_048, heartbeatSeconds: Int = 15,

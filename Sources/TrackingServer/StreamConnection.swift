@@ -65,6 +65,7 @@ final class StreamConnection: ChannelInboundHandler, MailboxConsumer, @unchecked
     /// Set once the opening returned (see `openingFinished`).
     private var openStreams: OpenStreams?
     private var channelOpen = true
+    private var grace = SlowConsumerRule.window
     private var ended = false
 
     init(head: EventLoopPromise<StreamRequest>, eventLoop: any EventLoop, logger: Logger) {
@@ -123,8 +124,10 @@ final class StreamConnection: ChannelInboundHandler, MailboxConsumer, @unchecked
     }
 
     /// The opening is written: from now on this handler writes. Called from any thread.
-    func goLive(session: StreamSession, progress: StreamSession.Progress) {
+    /// `grace`: how long a reset may wait for a client that reads nothing (see `SlowConsumerRule`).
+    func goLive(session: StreamSession, progress: StreamSession.Progress, grace: Duration) {
         eventLoop.execute {
+            self.grace = grace
             self.session = session
             self.progress = progress
             // The client left (or the server began shutting down) while the stream opened:
@@ -232,8 +235,20 @@ final class StreamConnection: ChannelInboundHandler, MailboxConsumer, @unchecked
     /// The current mailbox closed: overflowed (reset from a snapshot) or ended by the hub.
     private func closed(_ mailbox: Mailbox) {
         if mailbox.overflowed {
-            logger.info("stream client fell behind; sending reset", metadata: ["topic": "\(session.map { "\($0.topic)" } ?? "")"])
-            start(.reset)
+            let topic = session.map { "\($0.topic)" } ?? ""
+            guard progress?.slowConsumer.resetAllowed() ?? false else {
+                logger.info("stream client fell behind again soon after a reset; closing", metadata: ["topic": "\(topic)"])
+                return finish()
+            }
+            start(.reset)  // resynchronise logs it
+            // The reset's writes wait for a client that reads nothing at all: give up on it.
+            if let rule = progress?.slowConsumer {
+                eventLoop.scheduleTask(in: TimeAmount(grace)) {
+                    guard rule.resetStillPending, self.phase != .finished else { return }
+                    self.logger.info("stream client read nothing of its reset; closing", metadata: ["topic": "\(topic)"])
+                    self.finish()
+                }
+            }
         } else {
             finish()
         }
@@ -266,6 +281,7 @@ final class StreamConnection: ChannelInboundHandler, MailboxConsumer, @unchecked
     }
 
     private func resume(_ progress: StreamSession.Progress, ended: Bool) {
+        progress.slowConsumer.resetWritten()
         // A reset has replaced (and cancelled) the subscription: the new one is the stream's now.
         self.progress = progress
         step?.succeed()

@@ -13,6 +13,8 @@ struct StreamRoutes {
     let authenticator: Authenticator
     let hub: FanOutHub
     let snapshots: SnapshotCoalescer
+    /// See `SlowConsumerRule`.
+    var slowConsumerGrace: Duration = SlowConsumerRule.window
 
     func register(on router: Router<AppRequestContext>) {
         router.get("/api/v1/stream") { request, context in try await response(.tenant, request: request, context: context) }
@@ -51,7 +53,10 @@ struct StreamRoutes {
                 try await request.body.consumeWithInboundCloseHandler { _ in
                     let progress = try await opened.session.open(subscription: subscription, liveSince: opened.liveSince,
                                                                  viewer: opened.viewer, writer: &writer)
-                    try await opened.session.live(progress, ending: ending, writer: &writer)
+                    let channel = context.channel
+                    try await opened.session.live(progress, ending: ending, writer: &writer, grace: slowConsumerGrace) {
+                        channel.close(promise: nil)
+                    }
                 } onInboundClosed: {
                     ending.end()
                 }

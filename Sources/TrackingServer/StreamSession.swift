@@ -73,6 +73,12 @@ struct StreamSession {
         var viewer: StreamViewer
         var subscription: Subscription
         var sent: StreamProgress
+        let slowConsumer = SlowConsumerRule()
+    }
+
+    /// Overflowed again soon after a reset: the stream is closed (see `SlowConsumerRule`).
+    struct SlowConsumerClosed: Error, CustomStringConvertible {
+        var description: String { "the stream client overflowed its buffer again within \(SlowConsumerRule.window) of a reset; closing" }
     }
 
     /// Writes the opening of the stream (the reconnect delay, then a snapshot, a replay or a
@@ -94,11 +100,22 @@ struct StreamSession {
     /// the subscription is cancelled and the body finished. Every path ends the subscription.
     /// For a stream on a keep-alive connection, run by Hummingbird's task for the connection;
     /// a stream that opens its connection is written by `StreamConnection` instead.
-    func live<Writer: ResponseBodyWriter>(_ progress: Progress, ending: Ending, writer: inout Writer) async throws {
+    /// `closeConnection` ends the connection under a write that waits for a client that reads
+    /// nothing: one that has not taken the reset `grace` after an overflow (see `SlowConsumerRule`).
+    func live<Writer: ResponseBodyWriter>(_ progress: Progress, ending: Ending, writer: inout Writer, grace: Duration,
+                                          closeConnection: @escaping @Sendable () -> Void) async throws {
         var progress = progress
         do {
             while ending.watch(progress.subscription.mailbox) {
                 let mailbox = progress.subscription.mailbox
+                let rule = progress.slowConsumer
+                mailbox.onOverflow {
+                    if rule.overflowSeen() { return closeConnection() }
+                    Task {
+                        try? await Task.sleep(for: grace)
+                        if rule.resetStillPending { closeConnection() }
+                    }
+                }
                 drain: for await signal in mailbox.signals {
                     // Overflowed: what is still buffered is stale; drop it and reset below.
                     if mailbox.overflowed { break drain }
@@ -110,7 +127,11 @@ struct StreamSession {
                     }
                 }
                 guard mailbox.overflowed, !ending.ended else { break }
+                // Thrown, not finished: a client that does not read would hold the final write
+                // for ever; an error makes Hummingbird close the connection.
+                guard progress.slowConsumer.resetAllowed() else { throw SlowConsumerClosed() }
                 try await resynchronise(&progress, writer: &writer)
+                progress.slowConsumer.resetWritten()
             }
         } catch is ViewerGone {
             // The user was deleted: the `closed` event is out; end the stream normally.

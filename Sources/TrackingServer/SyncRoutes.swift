@@ -61,6 +61,9 @@ struct SyncRoutes {
     /// The body must be JSON: one event (an object, or null for a tombstone) or an array of at
     /// most `maxEvents`. Returns whether it is an array. The events themselves are checked by SQL.
     static func checkEvents(_ bytes: some Collection<UInt8>) throws -> Bool {
+        // jsonb cannot hold U+0000, so an event with one can be neither applied nor
+        // dead-lettered: the request is refused naming it (PostgreSQL's error would name none).
+        try NULCharacter.checkJSON(bytes)
         let data = Data(bytes)
         let parsed: Any
         do {
@@ -74,37 +77,12 @@ struct SyncRoutes {
             guard array.count <= maxEvents else {
                 throw APIError.invalid("A request holds at most \(maxEvents) events; this one has \(array.count).", field: nil, index: nil)
             }
-            if mayHoldNUL(data), let index = array.firstIndex(where: containsNUL) {
-                throw nulRejection(index: index)
-            }
             return true
         case is [String: Any], is NSNull:
-            if mayHoldNUL(data), containsNUL(parsed) { throw nulRejection(index: nil) }
             return false
         default:
             throw APIError.badRequest("The body must be a change event (an object), an array of them, or null.", code: "malformed_json")
         }
-    }
-
-    /// jsonb cannot hold U+0000, so an event with one can be neither applied nor dead-lettered:
-    /// the request is refused naming it (checked here because PostgreSQL's error would name no
-    /// event). JSON can only write it as an escape, so bodies without `\u0000` skip the walk.
-    private static func mayHoldNUL(_ data: Data) -> Bool {
-        data.range(of: Data(#"\u0000"#.utf8)) != nil
-    }
-
-    private static func containsNUL(_ value: Any) -> Bool {
-        switch value {
-        case let string as String: return string.contains("\u{0}")
-        case let array as [Any]: return array.contains(where: containsNUL)
-        case let object as [String: Any]: return object.contains { $0.key.contains("\u{0}") || containsNUL($0.value) }
-        default: return false
-        }
-    }
-
-    private static func nulRejection(index: Int?) -> APIError {
-        APIError.invalid("The event holds the NUL character (\\u0000), which PostgreSQL cannot store; nothing was applied. "
-                         + "Strip it at the source (for example with a Debezium transform).", field: nil, index: index)
     }
 
     // MARK: Reading

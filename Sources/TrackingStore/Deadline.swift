@@ -13,7 +13,7 @@ public struct DeadlineExceeded: Error, CustomStringConvertible {
 /// query sent just as the socket dies): awaiting such a call in a task group would make the
 /// group, and everything waiting on it, wait forever, whatever its cancellation. The abandoned
 /// task is cancelled and left to finish on its own.
-func withDeadline<T: Sendable>(
+public func withDeadline<T: Sendable>(
     _ timeout: Duration, _ what: String, _ operation: @escaping @Sendable () async throws -> T
 ) async throws -> T {
     let race = DeadlineRace<T>()

@@ -42,6 +42,9 @@ public actor NotificationListener: Service {
     let pingInterval: Duration
     /// How long a subscriber waits for the listener to be connected before giving up.
     let readyTimeout: Duration
+    /// Called each time the listening connection is lost or cannot be opened (the node's first
+    /// sign of an outage), not when the listener stops.
+    let onDisconnect: @Sendable () -> Void
 
     private var topics: [BusTopic: TopicState] = [:]
     /// The LISTEN on the key channel, while connected (see `watchKeys`).
@@ -55,13 +58,15 @@ public actor NotificationListener: Service {
     private let doorbellDecoder = JSONDecoder()
 
     public init(settings: DatabaseConnectionSettings, repository: TrackingRepository, sink: any BusEventSink,
-                logger: Logger, pingInterval: Duration = .seconds(5), readyTimeout: Duration = .seconds(10)) {
+                logger: Logger, pingInterval: Duration = .seconds(5), readyTimeout: Duration = .seconds(10),
+                onDisconnect: @escaping @Sendable () -> Void = {}) {
         self.settings = settings
         self.repository = repository
         self.sink = sink
         self.logger = logger
         self.pingInterval = pingInterval
         self.readyTimeout = readyTimeout
+        self.onDisconnect = onDisconnect
     }
 
     public var status: Status {
@@ -121,7 +126,7 @@ public actor NotificationListener: Service {
 
     private func expireWaiter(_ id: UInt64, topic: BusTopic) {
         guard let waiter = topics[topic]?.waiters.removeValue(forKey: id) else { return }
-        waiter.resume(throwing: APIError.unavailable("the database listener is not connected; retry shortly"))
+        waiter.resume(throwing: APIError.unavailable("the database listener is not connected; retry shortly", retryAfterSeconds: 2))
     }
 
     // MARK: Consuming
@@ -287,6 +292,7 @@ public actor NotificationListener: Service {
             }
             disconnected()
             if (Task.isCancelled || Task.isShuttingDownGracefully) { break }
+            onDisconnect()
             try? await Task.sleep(for: backoff)
             backoff = min(backoff * 2, .seconds(5))
         }

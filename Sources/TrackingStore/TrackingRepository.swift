@@ -412,6 +412,7 @@ public struct TrackingRepository: Sendable {
 
     // MARK: Health
 
+
     public func notificationQueueUsage() async throws -> Double {
         let rows = try await client.query("SELECT pg_notification_queue_usage()", logger: logger)
         for try await usage in rows.decode(Double.self) { return usage }

@@ -52,7 +52,7 @@ struct DatabaseOptions: ParsableArguments {
 func withPostgresClient<T: Sendable>(
     _ settings: DatabaseConnectionSettings, logger: Logger, _ body: @Sendable (PostgresClient) async throws -> T
 ) async throws -> T {
-    let client = PostgresClient(configuration: try settings.clientConfiguration(), backgroundLogger: logger)
+    let client = PostgresClient(configuration: try settings.clientConfiguration(), backgroundLogger: logger.forPostgresPool)
     return try await withThrowingTaskGroup(of: Void.self) { group in
         group.addTask { await client.run() }
         defer { group.cancelAll() }

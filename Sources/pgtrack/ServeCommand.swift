@@ -24,6 +24,10 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Seconds between cdc_lag events in each tenant's admin room.") var cdcLagSeconds: Double = 5
     @Option(help: "Seconds between maintenance passes (rollups, partitions ahead, retention; one node at a time).")
     var maintenanceSeconds: Double = 60
+    @Option(help: "Seconds a request may run before it is answered 503 (a ceiling on work in flight).") var requestTimeoutSeconds: Double = 30
+    @Option(help: "Requests worked on at once; more are answered 503 with Retry-After.") var maxInFlight = 1_024
+    @Option(help: "Seconds an SSE client that overflowed its buffer may take to read its reset before it is disconnected.")
+    var slowConsumerGraceSeconds: Double = 60
     @OptionGroup var database: DatabaseOptions
 
     func validate() throws {
@@ -47,6 +51,12 @@ struct Serve: AsyncParsableCommand {
         guard maintenanceSeconds.isFinite, (1...86_400).contains(maintenanceSeconds) else {
             throw ValidationError("--maintenance-seconds must be 1–86400")
         }
+        guard requestTimeoutSeconds.isFinite, (1...3_600).contains(requestTimeoutSeconds), (1...1_000_000).contains(maxInFlight) else {
+            throw ValidationError("--request-timeout-seconds must be 1–3600 and --max-in-flight 1–1000000")
+        }
+        guard slowConsumerGraceSeconds.isFinite, (1...3_600).contains(slowConsumerGraceSeconds) else {
+            throw ValidationError("--slow-consumer-grace-seconds must be 1–3600")
+        }
     }
 
     func run() async throws {
@@ -65,7 +75,7 @@ struct Serve: AsyncParsableCommand {
         do {
             let report = try await Migrator(files: files, logger: logger).migrate(settings: settings)
             logger.info("schema up to date", metadata: ["applied": "\(report.applied.count)", "definitions": "\(report.definitions)"])
-            let configuration = ServerConfiguration(
+            var configuration = ServerConfiguration(
                 host: host, port: port, partitionDaysBack: partitionDaysBack, partitionDaysAhead: partitionDaysAhead,
                 maxFutureSkewSeconds: maxFutureSkew, clientBufferSize: clientBuffer, jwtSecret: secret.secret,
                 accessTokenSeconds: accessTokenSeconds, refreshTokenDays: refreshTokenDays,
@@ -73,6 +83,9 @@ struct Serve: AsyncParsableCommand {
                 webSocketPingSeconds: wsPingSeconds, webSocketIdleSeconds: wsIdleSeconds,
                 cdcLagInterval: .milliseconds(Int64(cdcLagSeconds * 1_000)),
                 maintenanceInterval: .milliseconds(Int64(maintenanceSeconds * 1_000)))
+            configuration.databaseGate.requestCeiling = .milliseconds(Int64(requestTimeoutSeconds * 1_000))
+            configuration.databaseGate.maxInFlight = maxInFlight
+            configuration.slowConsumerGrace = .milliseconds(Int64(slowConsumerGraceSeconds * 1_000))
             let (app, _) = try await buildApplication(configuration: configuration, database: settings, logger: logger)
             try await app.runService()  // SIGINT/SIGTERM shut down gracefully: streams close, then services stop
         } catch {

@@ -111,7 +111,7 @@ public enum TestCluster {
     /// Runs `body` with a running PostgresClient on `url`.
     public static func withClient<T: Sendable>(_ url: DatabaseURL, _ body: @Sendable (PostgresClient) async throws -> T) async throws -> T {
         let client = PostgresClient(configuration: try DatabaseConnectionSettings(url: url, maximumConnections: 8).clientConfiguration(),
-                                    backgroundLogger: logger)
+                                    backgroundLogger: logger.forPostgresPool)
         return try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { await client.run() }
             defer { group.cancelAll() }

@@ -21,6 +21,17 @@ struct AdminCommandTests {
         #expect(!again.stdout.contains("tenant_id"))
     }
 
+    @Test("a command that succeeds prints its result and nothing else: no pool warning on stderr, in eight runs (it came about half the time)")
+    func cleanOutput() async throws {
+        let url = try await TestCluster.freshDatabase()
+        for i in 0..<8 {
+            let result = try await PgtrackProcess.run(["admin", "create-tenant", "t\(i)", "--name", "T\(i)"], database: url)
+            #expect(result.status == 0, "\(result)")
+            #expect(!result.stderr.contains("warning"), "run \(i): \(result.stderr)")
+            #expect(!result.stderr.contains("run() hasn't been called"), "run \(i): \(result.stderr)")
+        }
+    }
+
     @Test("create-sync-key prints a pgs_ key once as JSON; an unknown tenant is refused by name")
     func createSyncKey() async throws {
         let url = try await TestCluster.freshDatabase()

@@ -25,11 +25,14 @@ struct LiveNode: Sendable {
 
     /// Builds the application on a fresh migrated database, serves it on a free port, runs
     /// `body`, then closes every stream `body` opened and shuts the client down.
+    /// `database`: a migrated database of the test's own (a private cluster it stops and starts).
     static func run(
+        database: DatabaseURL? = nil,
         _ configure: (inout ServerConfiguration) -> Void = { _ in },
         _ body: @Sendable (LiveNode) async throws -> Void
     ) async throws {
-        let url = try await TestCluster.freshDatabase()
+        let url: DatabaseURL
+        if let database { url = database } else { url = try await TestCluster.freshDatabase() }
         var configuration = ServerConfiguration(port: 0, bcryptCost: 4)
         configure(&configuration)
         let (app, node) = try await buildApplication(
@@ -92,6 +95,7 @@ struct LiveNode: Sendable {
     struct Reply: Sendable {
         let status: Int
         let body: String
+        var headers: HTTPHeaders = [:]
 
         func object() throws -> [String: Any] {
             guard let object = try? JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any] else {
@@ -122,7 +126,7 @@ struct LiveNode: Sendable {
         }
         let response = try await http.execute(request, timeout: timeout)
         let bytes = try await response.body.collect(upTo: 4 << 20)
-        return Reply(status: Int(response.status.code), body: String(buffer: bytes))
+        return Reply(status: Int(response.status.code), body: String(buffer: bytes), headers: response.headers)
     }
 
     func get(_ path: String, apiKey: String? = nil, bearer: String? = nil, timeout: TimeAmount = .seconds(20)) async throws -> Reply {
