@@ -191,8 +191,9 @@ BEGIN
                                          ELSE 'after: a create, update or read needs the row after' END);
     END IF;
     IF target = 'customers' THEN
-        -- A geometry struct PostGIS cannot store as the customer's location fails this event
-        -- with the reason, not the batch with an internal error.
+        -- A location that cannot be stored (a bad geometry struct, latitude/longitude out of
+        -- range) fails this event with the reason: not the batch with an internal error, and
+        -- not silently the row without its location.
         problem := pgtrack_sync_location_problem(image);
         IF problem IS NOT NULL THEN
             PERFORM pgtrack_sync_reject(CASE WHEN op = 'd' THEN 'before.' ELSE 'after.' END || problem);
@@ -208,17 +209,34 @@ BEGIN
 END
 $$;
 
--- Why a customer row's `location` (a Debezium geometry struct) cannot be stored, or NULL when it
--- can or there is none: the generated column needs a base64 WKB 2D point in lon/lat (SRID 4326,
--- or 0/none for 4326). Without this check a bad struct failed inside PostGIS (SQLSTATE XX000, a
--- 500) or, out of range, was silently wrapped around the globe.
+-- Why a customer row's location cannot be stored, or NULL when it can or there is none. A
+-- `location` geometry struct needs a base64 WKB 2D point in lon/lat (SRID 4326, or 0/none for
+-- 4326); without this check a bad struct failed inside PostGIS (SQLSTATE XX000, a 500) or, out
+-- of range, was silently wrapped around the globe. Without a struct, the latitude/longitude
+-- columns pgtrack_sync_location reads (the first of each that holds a number) must be in range:
+-- out of range, pgtrack_sync_point gave no location and the row was applied without one.
 CREATE OR REPLACE FUNCTION pgtrack_sync_location_problem(d jsonb) RETURNS text
 LANGUAGE plpgsql IMMUTABLE AS $$
 DECLARE
     loc jsonb := d -> 'location';
     g geometry;
+    k text;
+    v double precision;
 BEGIN
     IF jsonb_typeof(loc) IS DISTINCT FROM 'object' OR jsonb_typeof(loc -> 'wkb') IS DISTINCT FROM 'string' THEN
+        k := CASE WHEN pgtrack_sync_number(d -> 'latitude') IS NOT NULL THEN 'latitude'
+                  WHEN pgtrack_sync_number(d -> 'lat') IS NOT NULL THEN 'lat' END;
+        v := pgtrack_sync_number(d -> k);
+        IF v NOT BETWEEN -90 AND 90 THEN
+            RETURN format('%s: %s is out of range (a latitude is -90 to 90)', k, left(d ->> k, 30));
+        END IF;
+        k := CASE WHEN pgtrack_sync_number(d -> 'longitude') IS NOT NULL THEN 'longitude'
+                  WHEN pgtrack_sync_number(d -> 'lng') IS NOT NULL THEN 'lng'
+                  WHEN pgtrack_sync_number(d -> 'lon') IS NOT NULL THEN 'lon' END;
+        v := pgtrack_sync_number(d -> k);
+        IF v NOT BETWEEN -180 AND 180 THEN
+            RETURN format('%s: %s is out of range (a longitude is -180 to 180)', k, left(d ->> k, 30));
+        END IF;
         RETURN NULL;
     END IF;
     IF coalesce(jsonb_typeof(loc -> 'srid'), 'null') <> 'null'
