@@ -17,12 +17,25 @@ BEGIN
 END
 $$;
 
--- The position of a change in its source, from Debezium's `source` block: sortable numbers and
--- a readable text. PostgreSQL gives `lsn`; MySQL `file`, `pos` and `row` (and maybe `gtid`).
-CREATE OR REPLACE FUNCTION pgtrack_sync_position(src jsonb, OUT pos numeric[], OUT pos_text text)
+-- Functions whose arguments or results grew the source server (Migrations/0009) are dropped
+-- first: CREATE OR REPLACE cannot change a result type, and an old signature left beside a
+-- new one would make calls ambiguous.
+DROP FUNCTION IF EXISTS pgtrack_sync_position(jsonb);
+DROP FUNCTION IF EXISTS pgtrack_sync_newer(numeric[], timestamptz, numeric[], timestamptz);
+DROP FUNCTION IF EXISTS pgtrack_sync_apply_one(text, jsonb);
+DROP FUNCTION IF EXISTS pgtrack_sync_write(text, text, text, jsonb, boolean, numeric[], text, timestamptz);
+DROP FUNCTION IF EXISTS pgtrack_sync_count(text, text, numeric[], text, timestamptz, bigint, bigint, bigint, text);
+
+-- The position of a change in its source, from Debezium's `source` block: sortable numbers, a
+-- readable text, and the server they belong to. PostgreSQL gives `lsn` (server NULL: one LSN
+-- sequence, which a promoted standby continues); MySQL `file`, `pos` and `row` [file number,
+-- pos, row] on server 'mysql:<server_id>', and with a GTID ("uuid:23", or "uuid:1-23" whose
+-- last number counts) the transaction number as a fourth element and '/<uuid>' on the server.
+CREATE OR REPLACE FUNCTION pgtrack_sync_position(src jsonb, OUT pos numeric[], OUT pos_text text, OUT server text)
 LANGUAGE plpgsql IMMUTABLE AS $$
 DECLARE
     lsn bigint;
+    gtid text[];
 BEGIN
     IF jsonb_typeof(src -> 'lsn') = 'number' THEN
         lsn := (src ->> 'lsn')::bigint;
@@ -32,6 +45,12 @@ BEGIN
         pos := ARRAY[coalesce(substring(src ->> 'file' FROM '([0-9]+)$')::numeric, 0), (src ->> 'pos')::numeric,
                      coalesce((src ->> 'row')::numeric, 0)];
         pos_text := (src ->> 'file') || ':' || (src ->> 'pos') || coalesce(':' || (src ->> 'row'), '');
+        server := 'mysql:' || coalesce(substring(src ->> 'server_id' FROM '^[0-9]{1,20}$'), '');
+        gtid := regexp_match(src ->> 'gtid', '^([^,]+):(?:[0-9]+-)?([0-9]{1,20})$');
+        IF gtid IS NOT NULL THEN
+            pos := pos || gtid[2]::numeric;
+            server := server || '/' || lower(gtid[1]);
+        END IF;
     END IF;
     IF jsonb_typeof(src -> 'gtid') = 'string' THEN
         pos_text := concat_ws(' ', pos_text, 'gtid ' || (src ->> 'gtid'));
@@ -39,16 +58,59 @@ BEGIN
 END
 $$;
 
--- Whether a change at (pos, ts) comes after the one stored at (old_pos, old_ts): by source
--- position when both have one and they differ, else by source time. Equal is not newer: a
--- redelivered event is skipped.
+-- Whether a change at (pos, server, ts) comes after the one stored at (old_pos, old_server,
+-- old_ts). Equal is not newer: a redelivered event is skipped.
+-- * Two GTIDs of one source uuid: by transaction number, whichever server's binlog they were
+--   read from (a replica's binlog keeps the origin's GTIDs, at positions of its own).
+-- * Positions of one server: by position when they differ. PostgreSQL has one LSN sequence
+--   (server NULL). MySQL snapshot reads carry server_id 0 and the position the snapshot started
+--   at in the binlog that streaming then follows, so 'mysql:0' (and 'mysql:' without a
+--   server_id) compares with any MySQL server.
+-- * Otherwise (another server_id after a failover, no position, the same position, a row
+--   stored before Migrations/0009): by source time.
+-- * One MySQL server_id whose position and time disagree: RESET MASTER restarts its binlog
+--   (and GTIDs) at 1, so the change with the lower position may be the newer one. The time
+--   decides when the lower one is in binlog file 1 and the other in a later file, or when the
+--   two are more than a minute apart: streaming ts_ms is the commit time, and a change at a
+--   higher position committed a minute earlier is no late delivery but the old epoch (a source
+--   clock stepped back by more than a minute is then trusted over the position). Inside that
+--   minute and inside one file number the position still wins, so a clock going back a little
+--   does not reorder changes. Snapshot reads (ts_ms is the read time) never count as an epoch.
 -- (PL/pgSQL so that the upsert that calls it once per event does not re-plan it each time.)
-CREATE OR REPLACE FUNCTION pgtrack_sync_newer(pos numeric[], ts timestamptz, old_pos numeric[], old_ts timestamptz)
+CREATE OR REPLACE FUNCTION pgtrack_sync_newer(pos numeric[], server text, ts timestamptz,
+                                              old_pos numeric[], old_server text, old_ts timestamptz)
 RETURNS boolean
 LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
+DECLARE
+    host text := split_part(server, '/', 1);
+    old_host text := split_part(old_server, '/', 1);
+    any_mysql constant text[] := ARRAY['mysql:', 'mysql:0'];
+    later boolean;
+    lower_file numeric;
+    upper_file numeric;
 BEGIN
-    RETURN CASE WHEN pos IS NOT NULL AND old_pos IS NOT NULL AND pos <> old_pos THEN pos > old_pos
-                ELSE ts > old_ts END;
+    IF pos IS NULL OR old_pos IS NULL THEN
+        RETURN ts > old_ts;
+    END IF;
+    IF split_part(server, '/', 2) <> '' AND split_part(server, '/', 2) = split_part(old_server, '/', 2)
+       AND pos[4] <> old_pos[4] THEN
+        later := pos[4] > old_pos[4];
+    ELSIF (host IS NOT DISTINCT FROM old_host
+           OR host = ANY (any_mysql) AND old_host LIKE 'mysql:%' OR old_host = ANY (any_mysql) AND host LIKE 'mysql:%')
+          AND pos[1:3] <> old_pos[1:3] THEN
+        later := pos[1:3] > old_pos[1:3];
+    ELSE
+        RETURN ts > old_ts;
+    END IF;
+    IF host = old_host AND host LIKE 'mysql:%' AND NOT host = ANY (any_mysql)
+       AND (later AND ts < old_ts OR NOT later AND ts > old_ts) THEN
+        lower_file := CASE WHEN later THEN old_pos[1] ELSE pos[1] END;
+        upper_file := CASE WHEN later THEN pos[1] ELSE old_pos[1] END;
+        IF lower_file = 1 AND upper_file > 1 OR abs(extract(epoch FROM ts - old_ts)) > 60 THEN
+            RETURN ts > old_ts;
+        END IF;
+    END IF;
+    RETURN later;
 END
 $$;
 
@@ -56,7 +118,8 @@ $$;
 -- older than or equal to what is stored, 'ignored' for a tombstone) and where, without
 -- touching sync_state (the callers count). Raises SQLSTATE 22023 for an event it cannot apply.
 CREATE OR REPLACE FUNCTION pgtrack_sync_apply_one(p_tenant text, p_event jsonb,
-    OUT outcome text, OUT target text, OUT source_table text, OUT pos numeric[], OUT pos_text text, OUT ts timestamptz)
+    OUT outcome text, OUT target text, OUT source_table text, OUT pos numeric[], OUT pos_text text, OUT ts timestamptz,
+    OUT server text)
 LANGUAGE plpgsql AS $$
 DECLARE
     e jsonb := p_event;
@@ -120,7 +183,7 @@ BEGIN
         PERFORM pgtrack_sync_reject('source.ts_ms: is required, in milliseconds since 1970');
     END IF;
     ts := to_timestamp(ts_ms / 1000.0);
-    SELECT p.pos, p.pos_text INTO pos, pos_text FROM pgtrack_sync_position(src) p;
+    SELECT p.pos, p.pos_text, p.server INTO pos, pos_text, server FROM pgtrack_sync_position(src) p;
 
     image := CASE WHEN op = 'd' THEN e -> 'before' ELSE e -> 'after' END;
     IF jsonb_typeof(image) IS DISTINCT FROM 'object' THEN
@@ -128,8 +191,9 @@ BEGIN
                                          ELSE 'after: a create, update or read needs the row after' END);
     END IF;
     IF target = 'customers' THEN
-        -- A geometry struct PostGIS cannot store as the customer's location fails this event
-        -- with the reason, not the batch with an internal error.
+        -- A location that cannot be stored (a bad geometry struct, latitude/longitude out of
+        -- range) fails this event with the reason: not the batch with an internal error, and
+        -- not silently the row without its location.
         problem := pgtrack_sync_location_problem(image);
         IF problem IS NOT NULL THEN
             PERFORM pgtrack_sync_reject(CASE WHEN op = 'd' THEN 'before.' ELSE 'after.' END || problem);
@@ -141,21 +205,38 @@ BEGIN
                                            CASE WHEN op = 'd' THEN 'before' ELSE 'after' END, key_column));
     END IF;
 
-    outcome := pgtrack_sync_write(p_tenant, target, key #>> '{}', image, op = 'd', pos, pos_text, ts);
+    outcome := pgtrack_sync_write(p_tenant, target, key #>> '{}', image, op = 'd', pos, pos_text, ts, server);
 END
 $$;
 
--- Why a customer row's `location` (a Debezium geometry struct) cannot be stored, or NULL when it
--- can or there is none: the generated column needs a base64 WKB 2D point in lon/lat (SRID 4326,
--- or 0/none for 4326). Without this check a bad struct failed inside PostGIS (SQLSTATE XX000, a
--- 500) or, out of range, was silently wrapped around the globe.
+-- Why a customer row's location cannot be stored, or NULL when it can or there is none. A
+-- `location` geometry struct needs a base64 WKB 2D point in lon/lat (SRID 4326, or 0/none for
+-- 4326); without this check a bad struct failed inside PostGIS (SQLSTATE XX000, a 500) or, out
+-- of range, was silently wrapped around the globe. Without a struct, the latitude/longitude
+-- columns pgtrack_sync_location reads (the first of each that holds a number) must be in range:
+-- out of range, pgtrack_sync_point gave no location and the row was applied without one.
 CREATE OR REPLACE FUNCTION pgtrack_sync_location_problem(d jsonb) RETURNS text
 LANGUAGE plpgsql IMMUTABLE AS $$
 DECLARE
     loc jsonb := d -> 'location';
     g geometry;
+    k text;
+    v double precision;
 BEGIN
     IF jsonb_typeof(loc) IS DISTINCT FROM 'object' OR jsonb_typeof(loc -> 'wkb') IS DISTINCT FROM 'string' THEN
+        k := CASE WHEN pgtrack_sync_number(d -> 'latitude') IS NOT NULL THEN 'latitude'
+                  WHEN pgtrack_sync_number(d -> 'lat') IS NOT NULL THEN 'lat' END;
+        v := pgtrack_sync_number(d -> k);
+        IF v NOT BETWEEN -90 AND 90 THEN
+            RETURN format('%s: %s is out of range (a latitude is -90 to 90)', k, left(d ->> k, 30));
+        END IF;
+        k := CASE WHEN pgtrack_sync_number(d -> 'longitude') IS NOT NULL THEN 'longitude'
+                  WHEN pgtrack_sync_number(d -> 'lng') IS NOT NULL THEN 'lng'
+                  WHEN pgtrack_sync_number(d -> 'lon') IS NOT NULL THEN 'lon' END;
+        v := pgtrack_sync_number(d -> k);
+        IF v NOT BETWEEN -180 AND 180 THEN
+            RETURN format('%s: %s is out of range (a longitude is -180 to 180)', k, left(d ->> k, 30));
+        END IF;
         RETURN NULL;
     END IF;
     IF coalesce(jsonb_typeof(loc -> 'srid'), 'null') <> 'null'
@@ -196,7 +277,7 @@ $$;
 -- A delete leaves a tombstone that keeps the last image, so a late update (older position)
 -- cannot bring the row back. Returns 'applied' or 'skipped'.
 CREATE OR REPLACE FUNCTION pgtrack_sync_write(p_tenant text, p_target text, p_id text, p_image jsonb, p_deleted boolean,
-    p_pos numeric[], p_pos_text text, p_ts timestamptz)
+    p_pos numeric[], p_pos_text text, p_ts timestamptz, p_server text DEFAULT NULL)
 RETURNS text
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -207,8 +288,8 @@ BEGIN
     END IF;
     EXECUTE format($sql$
         INSERT INTO sync.%I AS r (tenant_id, id, data, deleted, source_position, source_position_text, source_ts,
-                                  applied_at, deleted_at)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, now(), CASE WHEN $4 THEN now() END)
+                                  source_server, applied_at, deleted_at)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, now(), CASE WHEN $4 THEN now() END)
         ON CONFLICT (tenant_id, id) DO UPDATE SET
             -- A delete keeps the row's last image: the stored one updated with the delete's
             -- `before` (the whole row with REPLICA IDENTITY FULL, else just the key), so the
@@ -218,37 +299,38 @@ BEGIN
             source_position = excluded.source_position,
             source_position_text = excluded.source_position_text,
             source_ts = excluded.source_ts,
+            source_server = excluded.source_server,
             applied_at = excluded.applied_at,
             deleted_at = excluded.deleted_at
-        WHERE pgtrack_sync_newer(excluded.source_position, excluded.source_ts, r.source_position, r.source_ts)
+        WHERE pgtrack_sync_newer(excluded.source_position, excluded.source_server, excluded.source_ts,
+                                 r.source_position, r.source_server, r.source_ts)
         RETURNING 1
         $sql$, p_target)
         INTO done
-        USING p_tenant, p_id, p_image, p_deleted, p_pos, p_pos_text, p_ts;
+        USING p_tenant, p_id, p_image, p_deleted, p_pos, p_pos_text, p_ts, p_server;
     RETURN CASE WHEN done = 1 THEN 'applied' ELSE 'skipped' END;
 END
 $$;
 
 -- Counts what a batch did to one table: the newest change applied, applied/skipped/errors.
 CREATE OR REPLACE FUNCTION pgtrack_sync_count(p_tenant text, p_table text, p_pos numeric[], p_pos_text text,
-    p_ts timestamptz, p_applied bigint, p_skipped bigint, p_errors bigint, p_error text)
+    p_ts timestamptz, p_applied bigint, p_skipped bigint, p_errors bigint, p_error text, p_server text DEFAULT NULL)
 RETURNS void
 LANGUAGE sql AS $$
     INSERT INTO sync.sync_state AS s (tenant_id, table_name, last_source_position, last_source_position_text,
-                                      last_source_ts, last_applied_at, events_applied, events_skipped, errors,
-                                      last_error, last_error_at)
-    VALUES (p_tenant, p_table, p_pos, p_pos_text, p_ts, CASE WHEN p_applied > 0 THEN now() END,
+                                      last_source_ts, last_source_server, last_applied_at, events_applied, events_skipped,
+                                      errors, last_error, last_error_at)
+    VALUES (p_tenant, p_table, p_pos, p_pos_text, p_ts, p_server, CASE WHEN p_applied > 0 THEN now() END,
             p_applied, p_skipped, p_errors, p_error, CASE WHEN p_error IS NOT NULL THEN now() END)
     ON CONFLICT (tenant_id, table_name) DO UPDATE SET
-        last_source_position = CASE WHEN p_ts IS NOT NULL AND (s.last_source_ts IS NULL OR
-                                         pgtrack_sync_newer(p_pos, p_ts, s.last_source_position, s.last_source_ts))
-                                    THEN p_pos ELSE s.last_source_position END,
-        last_source_position_text = CASE WHEN p_ts IS NOT NULL AND (s.last_source_ts IS NULL OR
-                                         pgtrack_sync_newer(p_pos, p_ts, s.last_source_position, s.last_source_ts))
-                                    THEN p_pos_text ELSE s.last_source_position_text END,
-        last_source_ts = CASE WHEN p_ts IS NOT NULL AND (s.last_source_ts IS NULL OR
-                                   pgtrack_sync_newer(p_pos, p_ts, s.last_source_position, s.last_source_ts))
-                              THEN p_ts ELSE s.last_source_ts END,
+        (last_source_position, last_source_position_text, last_source_ts, last_source_server) =
+            (SELECT CASE WHEN newer THEN p_pos ELSE s.last_source_position END,
+                    CASE WHEN newer THEN p_pos_text ELSE s.last_source_position_text END,
+                    CASE WHEN newer THEN p_ts ELSE s.last_source_ts END,
+                    CASE WHEN newer THEN p_server ELSE s.last_source_server END
+               FROM (SELECT p_ts IS NOT NULL AND (s.last_source_ts IS NULL OR
+                            pgtrack_sync_newer(p_pos, p_server, p_ts, s.last_source_position, s.last_source_server,
+                                               s.last_source_ts)) AS newer) n),
         last_applied_at = CASE WHEN p_applied > 0 THEN now() ELSE s.last_applied_at END,
         events_applied = s.events_applied + p_applied,
         events_skipped = s.events_skipped + p_skipped,
@@ -267,7 +349,8 @@ BEGIN
     IF r.target IS NOT NULL THEN
         PERFORM pgtrack_sync_count(p_tenant, r.target, CASE WHEN r.outcome = 'applied' THEN r.pos END, r.pos_text,
                                    CASE WHEN r.outcome = 'applied' THEN r.ts END,
-                                   (r.outcome = 'applied')::int, (r.outcome = 'skipped')::int, 0, NULL);
+                                   (r.outcome = 'applied')::int, (r.outcome = 'skipped')::int, 0, NULL,
+                                   CASE WHEN r.outcome = 'applied' THEN r.server END);
     END IF;
     RETURN r.outcome;
 END
@@ -288,6 +371,7 @@ DECLARE
     r_pos numeric[];
     r_pos_text text;
     r_ts timestamptz;
+    r_server text;
     counts jsonb := '{}';
     message text;
     state text;
@@ -315,7 +399,7 @@ BEGIN
                     VALUES (p_tenant, left(tbl, 200), mapped, message, event);
                     error := message;
                     SELECT 'dead_lettered' AS outcome, mapped AS target, NULL::numeric[] AS pos, NULL::text AS pos_text,
-                           NULL::timestamptz AS ts INTO r;
+                           NULL::timestamptz AS ts, NULL::text AS server INTO r;
                 END;
             END IF;
             outcome := r.outcome;
@@ -323,6 +407,7 @@ BEGIN
             r_pos := r.pos;
             r_pos_text := r.pos_text;
             r_ts := r.ts;
+            r_server := r.server;
             IF target_table IS NOT NULL THEN
                 counts := jsonb_set(counts, ARRAY[target_table], coalesce(counts -> target_table, '{"applied":0,"skipped":0,"errors":0}')
                     || jsonb_build_object(
@@ -331,9 +416,9 @@ BEGIN
                         'errors', coalesce((counts #>> ARRAY[target_table, 'errors'])::bigint, 0) + (outcome = 'dead_lettered')::int)
                     || CASE WHEN outcome = 'dead_lettered' THEN jsonb_build_object('error', error) ELSE '{}' END
                     || CASE WHEN outcome = 'applied' AND (counts #> ARRAY[target_table, 'ts'] IS NULL OR pgtrack_sync_newer(
-                                r_pos, r_ts, pgtrack_sync_json_position(counts #> ARRAY[target_table, 'pos']),
-                                (counts #>> ARRAY[target_table, 'ts'])::timestamptz))
-                            THEN jsonb_build_object('pos', to_jsonb(r_pos), 'pos_text', r_pos_text, 'ts', r_ts)
+                                r_pos, r_server, r_ts, pgtrack_sync_json_position(counts #> ARRAY[target_table, 'pos']),
+                                counts #>> ARRAY[target_table, 'server'], (counts #>> ARRAY[target_table, 'ts'])::timestamptz))
+                            THEN jsonb_build_object('pos', to_jsonb(r_pos), 'pos_text', r_pos_text, 'ts', r_ts, 'server', r_server)
                             ELSE '{}' END);
             END IF;
             RETURN NEXT;
@@ -342,7 +427,7 @@ BEGIN
             PERFORM pgtrack_sync_count(p_tenant, tbl, pgtrack_sync_json_position(counts #> ARRAY[tbl, 'pos']),
                 counts #>> ARRAY[tbl, 'pos_text'], (counts #>> ARRAY[tbl, 'ts'])::timestamptz,
                 (counts #>> ARRAY[tbl, 'applied'])::bigint, (counts #>> ARRAY[tbl, 'skipped'])::bigint,
-                (counts #>> ARRAY[tbl, 'errors'])::bigint, counts #>> ARRAY[tbl, 'error']);
+                (counts #>> ARRAY[tbl, 'errors'])::bigint, counts #>> ARRAY[tbl, 'error'], counts #>> ARRAY[tbl, 'server']);
         END LOOP;
     EXCEPTION WHEN OTHERS THEN
         GET STACKED DIAGNOSTICS message = MESSAGE_TEXT, state = RETURNED_SQLSTATE;

@@ -11,8 +11,41 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, public AS $$
     SELECT tenant_id FROM analyst_accounts WHERE role_name = session_user
 $$;
 
--- Creates an analyst login role for one tenant: member of pgtrack_analyst, bounded statement
--- time and connections. Raises unique_violation when the role exists.
+-- Analysts are read-only by privileges, not by their session defaults: a role's
+-- default_transaction_read_only and statement_timeout are defaults the analyst may SET off
+-- (even ALTER ROLE itself). pgtrack_analyst is granted nothing but SELECT on the views, and
+-- pgtrack's functions (SECURITY INVOKER, but pgtrack_analyst_tenant) run with the caller's
+-- privileges; what PUBLIC may do in every database is taken back here for pgtrack's:
+-- TEMPORARY on the database (temp tables, views and functions: writes that fill the disk
+-- unbounded), CREATE on schema public (PostgreSQL 15 no longer grants it, a database upgraded
+-- from an older one still does) and creating large objects (lo_create and friends need no
+-- privilege, not even outside a read-only transaction). The database's privileges are the
+-- owner's to change and the large-object functions a superuser's: run by anyone else, a
+-- REVOKE changes nothing, and this says so.
+CREATE OR REPLACE FUNCTION pgtrack_analyst_lockdown() RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    EXECUTE format('REVOKE TEMPORARY ON DATABASE %I FROM PUBLIC', current_database());
+    REVOKE CREATE ON SCHEMA public FROM PUBLIC;
+    IF (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
+        REVOKE EXECUTE ON FUNCTION lo_create(oid), lo_creat(integer), lo_from_bytea(oid, bytea) FROM PUBLIC;
+    END IF;
+    IF has_database_privilege('pgtrack_analyst', current_database(), 'CREATE, TEMPORARY') THEN
+        RAISE WARNING 'analysts can create temporary tables in database %: as its owner, REVOKE TEMPORARY ON DATABASE % FROM PUBLIC',
+            current_database(), quote_ident(current_database());
+    END IF;
+    IF has_function_privilege('pgtrack_analyst', 'lo_create(oid)', 'EXECUTE') THEN
+        RAISE WARNING 'analysts can create large objects: as a superuser, REVOKE EXECUTE ON FUNCTION lo_create(oid), lo_creat(integer), lo_from_bytea(oid, bytea) FROM PUBLIC';
+    END IF;
+END
+$$;
+
+-- Creates an analyst login role for one tenant: member of pgtrack_analyst, at most 10
+-- connections (only a CREATEROLE role can change that), and session defaults of read-only, a
+-- 5-minute statement timeout and a 5-minute limit on idling inside a transaction (whose locks
+-- would block dropping expired partitions). The lock-down runs again here because a database
+-- created from a template does not inherit the template's database privileges.
+-- Raises unique_violation when the role exists.
 CREATE OR REPLACE FUNCTION pgtrack_create_analyst(p_tenant text, p_role text, p_password text)
 RETURNS void
 LANGUAGE plpgsql AS $$
@@ -27,10 +60,37 @@ BEGIN
     IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = p_role) THEN
         RAISE EXCEPTION 'role % already exists', p_role USING ERRCODE = 'unique_violation';
     END IF;
+    PERFORM pgtrack_analyst_lockdown();
     EXECUTE format('CREATE ROLE %I LOGIN PASSWORD %L CONNECTION LIMIT 10 IN ROLE pgtrack_analyst', p_role, p_password);
     EXECUTE format('ALTER ROLE %I SET statement_timeout = %L', p_role, '5min');
+    EXECUTE format('ALTER ROLE %I SET idle_in_transaction_session_timeout = %L', p_role, '5min');
     EXECUTE format('ALTER ROLE %I SET default_transaction_read_only = on', p_role);
     INSERT INTO analyst_accounts (role_name, tenant_id) VALUES (p_role, p_tenant);
+END
+$$;
+
+DO $$
+BEGIN
+    PERFORM pgtrack_analyst_lockdown();
+END
+$$;
+
+-- Analysts created before the idle-in-transaction limit get it too (once: a role that has the
+-- setting is left as it is).
+DO $$
+DECLARE
+    r name;
+BEGIN
+    FOR r IN SELECT a.role_name FROM analyst_accounts a JOIN pg_roles o ON o.rolname = a.role_name
+              WHERE NOT EXISTS (SELECT 1 FROM pg_db_role_setting s
+                                 WHERE s.setrole = o.oid AND s.setdatabase = 0
+                                   AND s.setconfig::text LIKE '%idle_in_transaction_session_timeout=%') LOOP
+        BEGIN
+            EXECUTE format('ALTER ROLE %I SET idle_in_transaction_session_timeout = %L', r, '5min');
+        EXCEPTION WHEN insufficient_privilege THEN
+            RAISE WARNING 'analyst %: no idle_in_transaction_session_timeout (%)', r, SQLERRM;
+        END;
+    END LOOP;
 END
 $$;
 

@@ -117,6 +117,50 @@ struct SyncBatchTests {
         }
     }
 
+    @Test("customers: latitude/longitude columns out of range are bad events naming the field: 422 by default, dead letters with on_error=dead_letter")
+    func coordinatesOutOfRange() async throws {
+        try await LiveNode.run { live in
+            let sync = try await SyncTenant.create(live)
+            let bad: [(row: [String: Any], field: String)] = [
+                (["id": 1, "name": "Off the map", "lat": 123, "lon": 10], "after.lat"),
+                (["id": 2, "latitude": 52.5, "longitude": -180.5], "after.longitude"),
+                (["id": 3, "latitude": "-91", "longitude": "13.4"], "after.latitude"),  // DECIMALs as strings
+                (["id": 4, "lat": 10, "lng": 200], "after.lng"),
+            ]
+            let events = bad.enumerated().map { index, entry in
+                Debezium.json(Debezium.postgres("c", table: "customers", after: entry.row, lsn: 200 + Int64(index), tsMs: Debezium.baseMs))
+            }
+            for (event, entry) in zip(events, bad) {
+                let reply = try await SyncAPI.post(live, Debezium.array([Self.good0, event]), apiKey: sync.syncKey)
+                ValidationTests.expectError(reply, status: 422, code: "validation_failed", index: 1, "\(entry.field)")
+                let message = (try? reply.error())?["message"] as? String ?? ""
+                #expect(message.hasPrefix(entry.field + ": ") && message.contains("out of range"), "\(entry.field): \(message)")
+            }
+            #expect(try await SyncSQL.rows(live, .customers, tenant: sync.id).isEmpty)
+
+            // In range (Sydney) applies beside them; the bad ones are kept whole with their reasons.
+            let sydney = Debezium.json(Debezium.postgres("c", table: "customers", after: ["id": 5, "lat": -33.87, "lon": 151.21],
+                                                         lsn: 300, tsMs: Debezium.baseMs))
+            let answer = try await SyncAPI.apply(live, Debezium.array(events + [sydney]), to: sync, onError: "dead_letter")
+            #expect(SyncAPI.outcomes(answer) == ["dead_lettered", "dead_lettered", "dead_lettered", "dead_lettered", "applied"], "\(answer)")
+            for (result, entry) in zip(SyncAPI.results(answer), bad) {
+                #expect(result["table"] as? String == "customers" && (result["error"] as? String)?.hasPrefix(entry.field + ": ") == true,
+                        "\(result)")
+            }
+            let stored = try await SyncAPI.read(live, "/api/v1/sync/customers/5", bearer: sync.admin.accessToken)
+            let location = stored["location"] as? [String: Any]
+            #expect(location?["latitude"] as? Double == -33.87 && location?["longitude"] as? Double == 151.21, "\(stored)")
+            #expect(try await SyncSQL.rows(live, .customers, tenant: sync.id).map(\.id) == ["5"])
+
+            let letters = try await SyncAPI.read(live, "/api/v1/sync/dead-letters", bearer: sync.admin.accessToken)
+            let list = letters["dead_letters"] as? [[String: Any]] ?? []
+            check(list.map { $0["reason"] as? String ?? "" }.map { $0.components(separatedBy: ": ").first ?? "" }
+                  == bad.reversed().map(\.field), "newest first, each naming its field: \(letters)")
+            check(list.allSatisfy { $0["table"] as? String == "customers" }, "\(letters)")
+            #expect(try await SyncSQL.state(live, .customers)?.errors == 8, "4 refused batches and 4 dead letters")
+        }
+    }
+
     @Test("bodies that are no change events: not JSON 400, a bare string 400, NUL at index k 422 in both modes, too many 422, bad on_error 422; [] and null are no-ops")
     func bodies() async throws {
         try await LiveNode.run { live in

@@ -173,4 +173,117 @@ struct SyncOrderingTests {
             #expect((u2["data"] as? [String: Any])?["name"] as? String == "User 2", "\(u2)")
         }
     }
+
+    /// Now in milliseconds since 1970: the lag is measured against the server's clock.
+    static func nowMs() -> Int64 { Int64(Date().timeIntervalSince1970 * 1_000) }
+
+    /// The orders table on GET /api/v1/sync/lag.
+    static func ordersLag(_ live: LiveNode, _ sync: SyncTenant) async throws -> [String: Any] {
+        SyncAPI.table(.orders, in: try await SyncAPI.read(live, "/api/v1/sync/lag", bearer: sync.admin.accessToken))
+    }
+
+    @Test("MySQL failover: a newer change from another server_id at binlog file 1 is applied and the lag recovers; older redeliveries are still skipped")
+    func mysqlFailover() async throws {
+        try await LiveNode.run { live in
+            let sync = try await SyncTenant.create(live)
+            let before = Self.nowMs() - 600_000  // ten minutes ago: the lag is critical
+            func order(_ n: Int) -> [String: Any] { Debezium.row(.orders, id: "o-1", n: n) }
+            // Server 1 wrote the order deep into its binlog.
+            let old = [
+                Debezium.mysql("c", table: "orders", after: order(1), file: "mysql-bin.000042", pos: 1_000, tsMs: before - 1_000, serverID: 1),
+                Debezium.mysql("u", table: "orders", before: order(1), after: order(2), file: "mysql-bin.000042", pos: 2_000, tsMs: before,
+                               serverID: 1),
+            ]
+            #expect(SyncAPI.outcomes(try await SyncAPI.apply(live, Debezium.array(old), to: sync)) == ["applied", "applied"])
+            let stale = try await Self.ordersLag(live, sync)
+            #expect(stale["status"] as? String == "critical", "\(stale)")
+
+            // Server 2 takes over; its binlog numbers start again at 1.
+            let now = Self.nowMs()
+            let first = Debezium.mysql("u", table: "orders", before: order(2), after: order(3), file: "mysql-bin.000001", pos: 157,
+                                       tsMs: now - 1_000, serverID: 2)
+            let failover = try await SyncAPI.apply(live, Debezium.array([
+                first,
+                Debezium.mysql("c", table: "orders", after: Debezium.row(.orders, id: "o-2", n: 1), file: "mysql-bin.000001", pos: 400,
+                               tsMs: now, serverID: 2),
+            ]), to: sync)
+            #expect(SyncAPI.outcomes(failover) == ["applied", "applied"], "newer by time, from another server: \(failover)")
+
+            // Server 1's changes redelivered (older in time) and server 2's first again: skipped.
+            let redelivered = try await SyncAPI.apply(live, Debezium.array([old[1], old[0], first]), to: sync)
+            #expect(SyncAPI.outcomes(redelivered) == ["skipped", "skipped", "skipped"], "\(redelivered)")
+            let row = try await SyncAPI.read(live, "/api/v1/sync/orders/o-1", bearer: sync.admin.accessToken)
+            #expect(Debezium.sameJSON(row["data"], order(3)) && row["source_position"] as? String == "mysql-bin.000001:157:0", "\(row)")
+
+            // The lag follows server 2's newest change.
+            let recovered = try await Self.ordersLag(live, sync)
+            #expect(recovered["last_source_position"] as? String == "mysql-bin.000001:400:0", "\(recovered)")
+            #expect(recovered["status"] as? String != "critical" && recovered["events_applied"] as? Int == 4
+                    && recovered["events_skipped"] as? Int == 3, "\(recovered)")
+        }
+    }
+
+    @Test("MySQL RESET MASTER on the same server_id: back at binlog file 1 (or later by more than a minute) is a new epoch, newer; the old epoch's redeliveries are skipped")
+    func mysqlResetMaster() async throws {
+        try await LiveNode.run { live in
+            let sync = try await SyncTenant.create(live)
+            let before = Self.nowMs() - 600_000
+            func order(_ id: String, _ n: Int) -> [String: Any] { Debezium.row(.orders, id: id, n: n) }
+            let old = [
+                Debezium.mysql("c", table: "orders", after: order("o-1", 1), file: "mysql-bin.000042", pos: 1_000, tsMs: before, serverID: 7),
+                Debezium.mysql("c", table: "orders", after: order("o-3", 1), file: "mysql-bin.000042", pos: 3_000, tsMs: before, serverID: 7),
+            ]
+            try await SyncAPI.apply(live, Debezium.array(old), to: sync)
+
+            // RESET MASTER: o-1 changes again two seconds later in the new binlog.000001; o-3 only
+            // ten minutes later, when the binlog has rotated to file 3.
+            let now = Self.nowMs()
+            let reset = try await SyncAPI.apply(live, Debezium.array([
+                Debezium.mysql("u", table: "orders", after: order("o-1", 2), file: "mysql-bin.000001", pos: 157, tsMs: before + 2_000, serverID: 7),
+                Debezium.mysql("u", table: "orders", after: order("o-3", 2), file: "mysql-bin.000003", pos: 500, tsMs: now, serverID: 7),
+            ]), to: sync)
+            #expect(SyncAPI.outcomes(reset) == ["applied", "applied"], "\(reset)")
+
+            // The old epoch redelivered, and an older change of the new one: skipped.
+            let late = try await SyncAPI.apply(live, Debezium.array(old + [
+                Debezium.mysql("u", table: "orders", after: order("o-1", 9), file: "mysql-bin.000001", pos: 100, tsMs: before + 1_000, serverID: 7),
+            ]), to: sync)
+            #expect(SyncAPI.outcomes(late) == ["skipped", "skipped", "skipped"], "\(late)")
+            for (id, position) in [("o-1", "mysql-bin.000001:157:0"), ("o-3", "mysql-bin.000003:500:0")] {
+                let row = try await SyncAPI.read(live, "/api/v1/sync/orders/\(id)", bearer: sync.admin.accessToken)
+                #expect(Debezium.sameJSON(row["data"], order(id, 2)) && row["source_position"] as? String == position, "\(row)")
+            }
+            let lag = try await Self.ordersLag(live, sync)
+            #expect(lag["last_source_position"] as? String == "mysql-bin.000003:500:0" && lag["status"] as? String != "critical", "\(lag)")
+        }
+    }
+
+    @Test("MySQL GTIDs: one source uuid's transaction numbers order changes from any server's binlog; another uuid falls back to the time")
+    func mysqlGTIDs() async throws {
+        try await LiveNode.run { live in
+            let sync = try await SyncTenant.create(live)
+            let ts = Debezium.baseMs
+            let uuidA = "3E11FA47-71CA-11E1-9E33-C80AA9429562"
+            let uuidB = "6B2F4C10-2A0E-11EF-8D6B-0242AC120003"
+            func order(_ n: Int) -> [String: Any] { Debezium.row(.orders, id: "o-1", n: n) }
+            let created = Debezium.mysql("c", table: "orders", after: order(1), file: "mysql-bin.000042", pos: 1_000, tsMs: ts,
+                                         gtid: "\(uuidA):100", serverID: 1)
+            try await SyncAPI.apply(live, Debezium.json(created), to: sync)
+            // The connector moved to the replica: server 1's transactions replicated into the
+            // replica's binlog keep their GTID and server_id, at the replica's (lower) position.
+            let answer = try await SyncAPI.apply(live, Debezium.array([
+                Debezium.mysql("u", table: "orders", after: order(2), file: "mysql-bin.000007", pos: 900, tsMs: ts + 1_000,
+                               gtid: "\(uuidA):101", serverID: 1),
+                Debezium.mysql("u", table: "orders", after: order(9), file: "mysql-bin.000007", pos: 1_200, tsMs: ts - 1_000,
+                               gtid: "\(uuidA):99", serverID: 1),
+                // The replica, now primary, writes transactions of its own uuid.
+                Debezium.mysql("u", table: "orders", after: order(3), file: "mysql-bin.000007", pos: 1_500, tsMs: ts + 2_000,
+                               gtid: "\(uuidB):1", serverID: 2),
+                created,
+            ]), to: sync)
+            #expect(SyncAPI.outcomes(answer) == ["applied", "skipped", "applied", "skipped"], "\(answer)")
+            let row = try await SyncAPI.read(live, "/api/v1/sync/orders/o-1", bearer: sync.admin.accessToken)
+            #expect(Debezium.sameJSON(row["data"], order(3)), "\(row)")
+        }
+    }
 }

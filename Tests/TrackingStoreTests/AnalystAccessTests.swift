@@ -144,6 +144,83 @@ struct AnalystAccessTests {
         #expect(completed == 2)
     }
 
+    @Test("read-only holds by privileges: with its session defaults lifted an analyst still cannot write, create anything (temp tables, large objects) or write through a function")
+    func writesRefusedWithDefaultsLifted() async throws {
+        let (url, analyst) = try await Self.seededAnalyst()
+        defer { Task { try? await analyst.close() } }
+        func strings(_ sql: String) async throws -> [String] {
+            var values: [String] = []
+            for try await value in try await analyst.query(PostgresQuery(unsafeSQL: sql), logger: TestCluster.logger).decode(String.self) {
+                values.append(value)
+            }
+            return values
+        }
+        // A login starts with these limits, but they are only session defaults: the analyst lifts them.
+        #expect(try await strings("""
+            SELECT concat_ws(' ', current_setting('default_transaction_read_only'), current_setting('statement_timeout'),
+                             current_setting('idle_in_transaction_session_timeout'), rolconnlimit)
+              FROM pg_roles WHERE rolname = current_user
+            """) == ["on 5min 5min 10"])
+        for statement in ["SET default_transaction_read_only = off", "SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE",
+                          "SET statement_timeout = 0", "SET idle_in_transaction_session_timeout = 0"] {
+            for try await _ in try await analyst.query(PostgresQuery(unsafeSQL: statement), logger: TestCluster.logger) {}
+        }
+        #expect(try await strings("SHOW transaction_read_only") == ["off"])
+
+        let event = #"{"op":"c","after":{"id":"x"},"source":{"table":"accounts","ts_ms":1763900000000,"lsn":9}}"#
+        let refused = [
+            "CREATE TEMP TABLE scratch (x int)", "CREATE TEMP VIEW scratch AS SELECT 1",
+            "CREATE FUNCTION pg_temp.f() RETURNS int LANGUAGE sql AS 'SELECT 1'",
+            "SELECT lo_create(0)", "SELECT lo_creat(-1)", "SELECT lo_from_bytea(0, 'x')",
+            "CREATE TABLE public.stolen (x int)", "CREATE TABLE analytics.stolen (x int)", "CREATE SCHEMA stolen",
+            "CREATE FUNCTION public.f() RETURNS int LANGUAGE sql AS 'SELECT 1'",
+            "INSERT INTO tenants (id, name) VALUES ('x', 'x')", "UPDATE devices SET name = 'x'", "DELETE FROM trips",
+            "TRUNCATE positions", "TRUNCATE sync.customers", "INSERT INTO spatial_ref_sys (srid) VALUES (900913)",
+            "SELECT nextval('positions_id_seq')", "ALTER VIEW analytics.trips RENAME TO t",
+            "ALTER ROLE CURRENT_USER CONNECTION LIMIT -1",
+            // pgtrack's functions run with the caller's privileges.
+            "SELECT pgtrack_sync_apply('acme', '\(event)')", "SELECT count(*) FROM pgtrack_sync_apply_batch('acme', '[\(event)]', true)",
+            "SELECT pgtrack_purge_device('acme', (SELECT device_id FROM analytics.latest_positions LIMIT 1))",
+            "SELECT pgtrack_create_analyst('acme', 'analyst_more', 'pw')", "SELECT pgtrack_drop_analyst(current_user)",
+            "SELECT count(*) FROM pgtrack_refresh_rollups()", "SELECT pgtrack_sync_log_lag('1 second')",
+        ]
+        for statement in refused {
+            do {
+                for try await _ in try await analyst.query(PostgresQuery(unsafeSQL: statement), logger: TestCluster.logger) {}
+                Issue.record("an analyst could run: \(statement)")
+            } catch let error as PSQLError {
+                #expect(error.sqlState == "42501", "\(statement): \(error.sqlState ?? "?") \(error.serverInfo?[.message] ?? "\(error)")")
+            }
+        }
+
+        // Nothing grants more: no write privilege on any relation (but pg_settings, whose UPDATE is a
+        // SET), no CREATE on any schema, no CREATE or TEMPORARY on the database, no large-object
+        // creation, and every SECURITY DEFINER function it may execute is an extension's non-volatile
+        // one or pgtrack_analyst_tenant.
+        let granted = try await strings("""
+            SELECT c.oid::regclass::text FROM pg_class c
+             WHERE c.oid <> 'pg_catalog.pg_settings'::regclass AND CASE WHEN c.relkind IN ('r', 'p', 'v', 'm', 'f')
+                        THEN has_table_privilege(c.oid, 'INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER')
+                        WHEN c.relkind = 'S' THEN has_sequence_privilege(c.oid, 'USAGE, UPDATE') END
+            UNION ALL
+            SELECT 'schema ' || nspname FROM pg_namespace WHERE has_schema_privilege(oid, 'CREATE')
+            UNION ALL
+            SELECT 'database ' || current_database() WHERE has_database_privilege(current_database(), 'CREATE, TEMPORARY')
+            UNION ALL
+            SELECT p.oid::regprocedure::text FROM pg_proc p
+             WHERE has_function_privilege(p.oid, 'EXECUTE')
+               AND (p.proname IN ('lo_create', 'lo_creat', 'lo_from_bytea', 'lo_import')
+                    OR p.prosecdef AND p.proname <> 'pgtrack_analyst_tenant'
+                       AND (p.provolatile = 'v' OR NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass
+                                                                  AND d.objid = p.oid AND d.deptype = 'e')))
+            """)
+        #expect(granted.isEmpty, "\(granted)")
+        let largeObjects = try await TestCluster.withClient(url) { client in
+            try await client.value("SELECT count(*) FROM pg_largeobject_metadata", as: Int.self)
+        }
+        #expect(largeObjects == 0)
+    }
+
     @Test("every example query of the README's \"Querying with SQL\" runs as an analyst")
     func readmeExamplesRun() async throws {
         let readme = try String(contentsOf: TestCluster.packageRoot.appendingPathComponent("README.md"), encoding: .utf8)

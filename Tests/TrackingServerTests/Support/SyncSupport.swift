@@ -22,12 +22,14 @@ enum Debezium {
         return envelope(op, before: before, after: after, source: source, tsMs: tsMs + 120)
     }
 
-    /// A MySQL connector envelope: the binlog file, position and row, the GTID and server id.
+    /// A MySQL connector envelope: the binlog file, position and row, the GTID and server id
+    /// (a failover to another server changes `serverID`; binlog positions restart there).
     static func mysql(_ op: String, table: String, before: [String: Any]? = nil, after: [String: Any]? = nil,
-                      file: String, pos: Int64, row: Int = 0, tsMs: Int64, gtid: String? = nil) -> [String: Any] {
+                      file: String, pos: Int64, row: Int = 0, tsMs: Int64, gtid: String? = nil,
+                      serverID: Int = 223_344) -> [String: Any] {
         let source: [String: Any] = [
             "version": "2.5.0.Final", "connector": "mysql", "name": "mysql-server-1", "ts_ms": tsMs,
-            "snapshot": "false", "db": "inventory", "sequence": NSNull(), "table": table, "server_id": 223_344,
+            "snapshot": "false", "db": "inventory", "sequence": NSNull(), "table": table, "server_id": serverID,
             "gtid": gtid.map { $0 as Any } ?? NSNull(), "file": file, "pos": pos, "row": row, "thread": 7, "query": NSNull(),
         ]
         return envelope(op, before: before, after: after, source: source, tsMs: tsMs + 80)
