@@ -45,11 +45,11 @@ struct PositionValidatorBodyRejectionTests {
         #expect(error.field == nil)
     }
 
-    @Test("attributes holding U+0000 (which jsonb cannot store) are 422 on attributes")
+    @Test("attributes holding U+0000 (which jsonb cannot store) are 422 naming the string that holds it")
     func nulInAttributes() throws {
         let error = try #require(PositionFixtures.rejection(PositionFixtures.object(["attributes": #"{"note": {"deep": ["a\u0000b"]}}"#])))
         #expect(error.status == 422)
-        #expect(error.field == "attributes")
+        #expect(error.field == "attributes.note.deep[0]", "the path of the string that holds it")
     }
 
     @Test("an empty array is 422")
