@@ -45,8 +45,10 @@ public enum SpeedUnit {
     public static func kilometresPerHour(_ value: Double) -> Double { value / 3.6 }
 }
 
-/// Times as devices write them: unix seconds or milliseconds (number or digits), ISO-8601 with a
-/// zone (or without one: UTC), `yyyy-MM-dd HH:mm:ss` (UTC).
+/// Times as devices write them: unix seconds or milliseconds (number or digits), or a date-time
+/// read by `Timestamp.parse` (ISO-8601; without a zone, or as `yyyy-MM-dd HH:mm:ss`: UTC).
+/// The Date is handed to the validator as it is (`PositionInput.fixTime`): formatting it to text
+/// and parsing that again is what lost a millisecond.
 public enum ProtocolTime {
     public static func parse(_ value: JSONValue) -> Date? {
         switch value {
@@ -62,30 +64,13 @@ public enum ProtocolTime {
         if text.utf8.allSatisfy({ ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x2E }), let number = Double(text) {
             return epoch(number)
         }
-        if let date = PositionValidator.parseTimestamp(text) { return date }
-        // `2026-11-23 10:15:30` (or with '+' for the space, as form encoding writes it) or
-        // `2026-11-23T10:15:30(.sss)` without a zone: UTC.
-        var iso = text
-        if iso.utf8.count >= 19 {
-            let separator = iso.index(iso.startIndex, offsetBy: 10)
-            if iso[separator] == " " || iso[separator] == "+" { iso.replaceSubrange(separator...separator, with: "T") }
-        }
-        if iso.utf8.count >= 19, iso.utf8.count <= 26, !iso.hasSuffix("Z"), !iso.dropFirst(19).contains(where: { $0 == "+" || $0 == "-" }) {
-            iso += "Z"
-            return PositionValidator.parseTimestamp(iso)
-        }
-        return nil
+        return Timestamp.parse(text, zone: .utcIfAbsent)
     }
 
     /// Unix seconds, or milliseconds when the number is too large to be seconds (after 5138 AD).
     static func epoch(_ number: Double) -> Date? {
         guard number.isFinite, number > 0 else { return nil }
         return Date(timeIntervalSince1970: number >= 1e11 ? number / 1_000 : number)
-    }
-
-    /// What the validator reads back: ISO-8601 with milliseconds.
-    static func iso(_ date: Date) -> String {
-        date.formatted(Date.ISO8601FormatStyle(includingFractionalSeconds: true))
     }
 }
 
@@ -268,7 +253,7 @@ public enum TraccarProtocol {
         let accuracy = try fields.number("accuracy")
         let input = PositionInput(
             latitude: try fields.number("latitude"), longitude: try fields.number("longitude"),
-            timestamp: time.map(ProtocolTime.iso), speed: try fields.number("speed").map(SpeedUnit.knots),
+            fixTime: time, speed: try fields.number("speed").map(SpeedUnit.knots),
             heading: ProtocolJSON.heading(try fields.number("course")), altitude: try fields.number("altitude"),
             // Traccar writes 0 for "unknown accuracy".
             accuracy: accuracy.flatMap { $0 > 0 ? $0 : nil },
@@ -377,7 +362,7 @@ public enum OsmAndProtocol {
         var heading = try number("bearing")
         if heading == nil { heading = try number("heading") }
         let input = PositionInput(
-            latitude: latitude, longitude: longitude, timestamp: ProtocolTime.iso(time),
+            latitude: latitude, longitude: longitude, fixTime: time,
             speed: speed.flatMap { $0 >= 0 ? SpeedUnit.knots($0) : nil },
             heading: ProtocolJSON.heading(heading), altitude: try number("altitude"),
             accuracy: accuracy.flatMap { $0 >= 0 ? $0 : nil }, battery: try number("batt"), attributes: attributes)
@@ -442,7 +427,7 @@ public enum OsmAndProtocol {
         let speed = try coords.number("speed")
         let accuracy = try coords.number("accuracy")
         let input = PositionInput(
-            latitude: try coords.number("latitude"), longitude: try coords.number("longitude"), timestamp: ProtocolTime.iso(time),
+            latitude: try coords.number("latitude"), longitude: try coords.number("longitude"), fixTime: time,
             speed: speed.flatMap { $0 >= 0 ? $0 : nil }, heading: ProtocolJSON.heading(try coords.number("heading")),
             altitude: try coords.number("altitude"), accuracy: accuracy.flatMap { $0 >= 0 ? $0 : nil }, battery: battery,
             attributes: attributes)
@@ -479,7 +464,7 @@ public enum OwnTracksProtocol {
         for (key, value) in object where !known.contains(key) && value != .null { attributes[key] = value }
         let speed = try fields.number("vel")
         let input = PositionInput(
-            latitude: try fields.number("lat"), longitude: try fields.number("lon"), timestamp: ProtocolTime.iso(time),
+            latitude: try fields.number("lat"), longitude: try fields.number("lon"), fixTime: time,
             speed: speed.flatMap { $0 >= 0 ? SpeedUnit.kilometresPerHour($0) : nil },
             heading: ProtocolJSON.heading(try fields.number("cog")), altitude: try fields.number("alt"),
             accuracy: try fields.number("acc").flatMap { $0 >= 0 ? $0 : nil }, battery: try fields.number("batt"),

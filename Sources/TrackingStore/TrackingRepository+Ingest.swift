@@ -138,20 +138,22 @@ extension TrackingRepository {
             var payload: [String: JSONValue] = [
                 "device_id": .string(device.uuidString.lowercased()),
                 "event_type": .string(event.type),
-                "event_time": .string(event.eventTime.formatted(Date.ISO8601FormatStyle(includingFractionalSeconds: true))),
+                "event_time": .string(Timestamp.format(event.eventTime)),
                 "attributes": .object(event.attributes),
             ]
             if let position = event.position { payload["position"] = .object(position) }
             let json = String(decoding: try JSONEncoder().encode(payload), as: UTF8.self)
             let attributes = String(decoding: try JSONEncoder().encode(event.attributes), as: UTF8.self)
             let position = try event.position.map { String(decoding: try JSONEncoder().encode($0), as: UTF8.self) }
+            // to_timestamp(float8) rounds to the microsecond, as the positions inserts do; a bound
+            // Date is truncated (PostgresNIO), which can store .317999 for a sent .318.
             let rows = try await connection.query("""
                 WITH logged AS (
                     SELECT pgtrack_log_event(\(caller.tenant.rawValue), 'device_event', \(device), NULL, \(json)::jsonb) AS seq
                 )
                 INSERT INTO device_events (tenant_id, device_id, type, event_time, attributes, position, seq)
-                SELECT \(caller.tenant.rawValue), \(device), \(event.type), \(event.eventTime), \(attributes)::jsonb,
-                       \(position)::jsonb, logged.seq
+                SELECT \(caller.tenant.rawValue), \(device), \(event.type), to_timestamp(\(event.eventTime.timeIntervalSince1970)),
+                       \(attributes)::jsonb, \(position)::jsonb, logged.seq
                   FROM logged
                 RETURNING seq
                 """, logger: logger)

@@ -172,10 +172,56 @@ struct DeviceProtocolTests {
     @Test("protocol times", arguments: [
         ("1799999990", 1_799_999_990.0), ("1799999990500", 1_799_999_990.5), ("2027-01-15 07:59:50", 1_799_999_990.0),
         ("2027-01-15+07:59:50", 1_799_999_990.0), ("2027-01-15T07:59:50", 1_799_999_990.0), ("2027-01-15T09:59:50+02:00", 1_799_999_990.0),
+        ("2027-01-15 07:59:50.318", 1_799_999_990.318),
     ])
     func times(text: String, epoch: Double) throws {
         let date = try #require(ProtocolTime.parse(text), "\(text)")
         #expect(abs(date.timeIntervalSince1970 - epoch) < 0.001)
+    }
+
+    /// Microseconds since 1970, rounded: what PostgreSQL's to_timestamp keeps of a Date.
+    static func micros(_ date: Date) -> Int64 { Int64((date.timeIntervalSince1970 * 1_000_000).rounded()) }
+
+    /// The milliseconds (0–999 after `now`) whose decoded time is not exactly the one written.
+    func wrong(_ times: [Date]) -> [Int] {
+        zip(0..<1_000, times).filter { Self.micros($0.1) != Self.micros(now) + Int64($0.0) * 1_000 }.map(\.0)
+    }
+
+    @Test("every millisecond of a second is decoded exactly by each protocol (no .318 read as .317, .999 as .998)")
+    func everyMillisecond() throws {
+        let millis = Array(0..<1_000)
+        let later = now.addingTimeInterval(10)
+        func text(_ ms: Int, zone: String = "Z") -> String { "2027-01-15T08:00:00." + String(format: "%03d", ms) + zone }
+
+        let traccar = "[" + millis.map { #"{"deviceId":1,"fixTime":"\#(text($0, zone: "+00:00"))","latitude":1,"longitude":2}"# }
+            .joined(separator: ",") + "]"
+        let traccarWrong = wrong(try TraccarProtocol.decodePositions(bytes(traccar), validator: validator, now: later).map(\.position.fixTime))
+        #expect(traccarWrong.isEmpty, "Traccar fixTime: \(traccarWrong.count) of 1000 ms decoded otherwise, e.g. \(traccarWrong.prefix(5))")
+
+        let client = #"{"device_id":"p","location":["# + millis.map { #"{"timestamp":"\#(text($0))","coords":{"latitude":1,"longitude":2}}"# }
+            .joined(separator: ",") + "]}"
+        let clientWrong = wrong(try OsmAndProtocol.decodeJSON(bytes(client), validator: validator, now: later).map(\.position.fixTime))
+        #expect(clientWrong.isEmpty, "Traccar Client JSON: \(clientWrong.count) of 1000 ms decoded otherwise, e.g. \(clientWrong.prefix(5))")
+
+        var query: [Date] = []
+        var ownTracks: [Date] = []
+        var events: [Date] = []
+        for ms in millis {
+            query.append(try OsmAndProtocol.decodeQuery([("id", "p"), ("lat", "1"), ("lon", "2"), ("timestamp", text(ms))],
+                                                        validator: validator, now: later).position.fixTime)
+            let tst = "1800000000." + String(format: "%03d", ms)
+            let message = #"{"_type":"location","lat":1,"lon":2,"tst":\#(tst)}"#
+            if let fix = try OwnTracksProtocol.decode(bytes(message), uniqueID: nil, validator: validator, now: later) {
+                ownTracks.append(fix.position.fixTime)
+            }
+            let event = #"{"event":{"type":"alarm","eventTime":"\#(text(ms, zone: "+00:00"))"},"device":{"uniqueId":"p"}}"#
+            events.append(try TraccarProtocol.decodeEvent(bytes(event), now: later).eventTime)
+        }
+        let queryWrong = wrong(query), ownTracksWrong = wrong(ownTracks), eventsWrong = wrong(events)
+        #expect(queryWrong.isEmpty, "OsmAnd timestamp: \(queryWrong.count) of 1000 ms decoded otherwise, e.g. \(queryWrong.prefix(5))")
+        #expect(ownTracks.count == 1_000)
+        #expect(ownTracksWrong.isEmpty, "OwnTracks tst: \(ownTracksWrong.count) of 1000 ms decoded otherwise, e.g. \(ownTracksWrong.prefix(5))")
+        #expect(eventsWrong.isEmpty, "Traccar eventTime: \(eventsWrong.count) of 1000 ms decoded otherwise, e.g. \(eventsWrong.prefix(5))")
     }
 
     @Test("unique ids: printable ASCII without spaces")
