@@ -19,7 +19,8 @@ public enum Timestamp {
         case utcIfAbsent
     }
 
-    /// `yyyy-MM-ddTHH:mm:ss`, optionally `.` and 1–9 digits of fraction, then `Z` or `±hh:mm`.
+    /// `yyyy-MM-ddTHH:mm:ss`, optionally `.` and 1–9 digits of fraction, then `Z`, `±hh:mm` or
+    /// `±hhmm` (Traccar 4.x writes `+0000`: Jackson before 2.11 left the colon out).
     /// Impossible fields (25:00, February 30) are refused rather than rolled over into another
     /// instant: they are a broken device clock, not a time to store.
     public static func parse(_ text: String, zone rule: Zone = .required) -> Date? {
@@ -76,8 +77,9 @@ public enum Timestamp {
             guard at < bytes.count, bytes[at] == 0x2B || bytes[at] == 0x2D else { return nil }
             let sign = bytes[at] == 0x2D ? -1 : 1
             at += 1
-            guard let hours = digits(2), skip([0x3A]), let minutes = digits(2), at == bytes.count, hours < 24, minutes < 60
-            else { return nil }
+            guard let hours = digits(2) else { return nil }
+            _ = skip([0x3A])  // the colon is optional: +00:00 and +0000 alike
+            guard let minutes = digits(2), at == bytes.count, hours < 24, minutes < 60 else { return nil }
             offset = sign * (hours * 3_600 + minutes * 60)
         }
         let seconds = Int64(daysSince1970(year: year, month: month, day: day)) * 86_400

@@ -13,6 +13,10 @@ struct TimestampParsingTests {
         ("2027-01-15T03:00:00-05:00", 0.0),
         ("2027-01-15T08:00:00.250Z", 0.25),
         ("2027-01-15T09:30:00.5+01:30", 0.5),
+        // Traccar 4.x (Jackson before 2.11) writes offsets without the colon.
+        ("2027-01-15T08:00:00.000+0000", 0.0),
+        ("2027-01-15T02:30:00-0530", 0.0),
+        ("2027-01-15T13:30:00.250+0530", 0.25),
     ])
     func parses(text: String, fraction: Double) throws {
         let date = try #require(Timestamp.parse(text), "\(text) should parse")

@@ -7,7 +7,7 @@ import TrackingStore
 import TrackingTestSupport
 
 /// Times through every ingest path, read back from PostgreSQL: milliseconds stored exactly as
-/// written.
+/// written, and Traccar 4.x offsets without a colon.
 @Suite("Device protocols: times", .timeLimit(.minutes(3)))
 struct DeviceProtocolTimeTests {
     typealias Fleet = DeviceProtocolIngestTests.Fleet
@@ -127,6 +127,26 @@ struct DeviceProtocolTimeTests {
             let missing = expected.filter { !stored.contains($0.shown) }.map { "\($0.path) \($0.shown)" }
             #expect(missing.isEmpty, "not stored exactly: \(missing); stored: \(stored)")
             #expect(stored.count == expected.count)
+        }
+    }
+
+    @Test("Traccar 4.x offsets without a colon (+0000, -0530) are accepted as the instants they name")
+    func offsetsWithoutColon() async throws {
+        try await LiveNode.run { live in
+            let fleet = try await Fleet.create(live)
+            let base = DeviceProtocolIngestTests.recent(60)
+            // -0530: the wall clock five and a half hours behind UTC.
+            let local = Self.text(base.addingTimeInterval(1 - 19_800), millis: 500, zone: "-0530")
+            let body = """
+                [{"deviceId":12,"fixTime":"\(Self.text(base, millis: 250, zone: "+0000"))","latitude":52.5,"longitude":13.4},
+                 {"deviceId":12,"fixTime":"\(local)","latitude":52.6,"longitude":13.5}]
+                """
+            let reply = try await live.post("/api/v1/ingest/traccar", apiKey: fleet.deviceKey, json: body)
+            #expect(reply.status == 200, "\(reply.body)")
+            let stored = try await Self.times(live, """
+                SELECT to_char(fix_time AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US') FROM positions ORDER BY fix_time
+                """)
+            #expect(stored == [Self.shown(base, millis: 250), Self.shown(base.addingTimeInterval(1), millis: 500)])
         }
     }
 }
