@@ -19,10 +19,45 @@ public struct DeviceUniqueID: Hashable, Sendable, CustomStringConvertible {
 public struct ProtocolFix: Sendable, Equatable {
     public let uniqueID: DeviceUniqueID?
     public let position: ValidatedPosition
+    /// The protocol's other name for the device, if it has one (Traccar's `deviceId`).
+    public let sourceDevice: SourceDevice?
 
-    public init(uniqueID: DeviceUniqueID?, position: ValidatedPosition) {
+    public init(uniqueID: DeviceUniqueID?, position: ValidatedPosition, sourceDevice: SourceDevice? = nil) {
         self.uniqueID = uniqueID
         self.position = position
+        self.sourceDevice = sourceDevice
+    }
+
+    /// A device key posts for its own device only (README "Device protocols"). A fix that names
+    /// no unique id goes to the key's device, so a batch whose entries carry different Traccar
+    /// `deviceId`s would file several devices' fixes under one: refused whole, naming the first
+    /// entry that differs from the batch's first. (Another unique id than the key's is refused
+    /// when the fixes are resolved: 403.) An ingest key routes each fix by its unique id instead.
+    public static func requireOneSourceDevice(_ fixes: [ProtocolFix]) throws(APIError) {
+        guard let first = fixes.lazy.compactMap(\.sourceDevice).first else { return }
+        for fix in fixes {
+            guard let source = fix.sourceDevice, source.id != first.id else { continue }
+            throw .invalid("""
+                \(source.field): \(source.id.prefix(40)) belongs to a different device than the key (\(first.field) is \(first.id.prefix(40))); \
+                a device key posts for its own device only: post each device's positions with its own key, or all of them \
+                with the tenant's ingest key and each position's uniqueId.
+                """, field: source.field, index: source.index)
+        }
+    }
+}
+
+/// A device id of the protocol's own that is not its unique id: Traccar's `deviceId` (a row id
+/// of the Traccar server). It names no pgtrack device, but two different ones are two devices.
+public struct SourceDevice: Sendable, Equatable {
+    public let id: String
+    /// The field that carried it, as errors name it (`[3].deviceId`), and the batch entry.
+    public let field: String
+    public let index: Int?
+
+    public init(id: String, field: String, index: Int?) {
+        self.id = id
+        self.field = field
+        self.index = index
     }
 }
 
@@ -262,8 +297,11 @@ public enum TraccarProtocol {
                      "speed": fields.name("speed"), "heading": fields.name("course"), "altitude": fields.name("altitude"),
                      "accuracy": fields.name("accuracy"), "battery": fields.name("attributes.batteryLevel"),
                      "attributes": fields.name("attributes")]
+        // A deviceId of another type than a number or text is only kept as an attribute, as before.
+        let source = (try? fields.string("deviceId")).map { SourceDevice(id: $0, field: fields.name("deviceId"), index: index) }
         return ProtocolFix(uniqueID: uniqueID,
-                           position: try ProtocolJSON.validate(input, validator: validator, now: now, names: names, index: index))
+                           position: try ProtocolJSON.validate(input, validator: validator, now: now, names: names, index: index),
+                           sourceDevice: source)
     }
 
     /// `{"event": {"type", "eventTime", "deviceId", "attributes"…}, "position": {…}?, "device": {"uniqueId"…}}`.

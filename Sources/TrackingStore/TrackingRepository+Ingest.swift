@@ -110,9 +110,11 @@ extension TrackingRepository {
 
     /// Stores fixes decoded from a device protocol, all or nothing, through the same insert as
     /// `POST /api/v1/locations` (one statement per device). Each fix goes to the device its
-    /// unique id names in the caller's tenant; a device key may only name its own device.
+    /// unique id names in the caller's tenant; a device key may only name its own device, and
+    /// its batch may not mix Traccar deviceIds (refused before anything is written).
     public func ingest(_ fixes: [ProtocolFix], as caller: IngestCaller) async throws -> IngestOutcome {
-        try await withTenant(caller.tenant) { connection in
+        if case .device = caller { try ProtocolFix.requireOneSourceDevice(fixes) }
+        return try await withTenant(caller.tenant) { connection in
             let devices = try await resolve(fixes.map(\.uniqueID), as: caller, on: connection)
             var order: [UUID] = []
             var batches: [UUID: [ValidatedPosition]] = [:]

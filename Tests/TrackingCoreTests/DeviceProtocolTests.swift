@@ -73,6 +73,30 @@ struct DeviceProtocolTests {
         }
     }
 
+    @Test("a Traccar batch naming two deviceIds is refused for a device key, naming the first entry that differs")
+    func traccarMixedDeviceIDs() throws {
+        let same = try TraccarProtocol.decodePositions(bytes("""
+            [{"deviceId":7,"fixTime":"2027-01-15T07:59:00Z","latitude":1,"longitude":2},
+             {"fixTime":"2027-01-15T07:59:01Z","latitude":1,"longitude":2},
+             {"position":{"deviceId":"7","fixTime":"2027-01-15T07:59:02Z","latitude":1,"longitude":2},"device":{"id":7}}]
+            """), validator: validator, now: now)
+        try ProtocolFix.requireOneSourceDevice(same)
+        let mixed = try TraccarProtocol.decodePositions(bytes("""
+            [{"deviceId":7,"fixTime":"2027-01-15T07:59:00Z","latitude":1,"longitude":2},
+             {"position":{"deviceId":8,"fixTime":"2027-01-15T07:59:02Z","latitude":1,"longitude":2},"device":{"id":8}}]
+            """), validator: validator, now: now)
+        do {
+            try ProtocolFix.requireOneSourceDevice(mixed)
+            Issue.record("deviceIds 7 and 8 passed as one device")
+        } catch {
+            #expect(error.status == 422)
+            #expect(error.field == "[1].position.deviceId")
+            #expect(error.index == 1)
+            #expect(error.message.hasPrefix("[1].position.deviceId: 8 belongs to a different device than the key ([0].deviceId is 7)"),
+                    "\(error.message)")
+        }
+    }
+
     @Test("Traccar event forward")
     func traccarEvent() throws {
         let body = """
