@@ -305,7 +305,10 @@ public enum TraccarProtocol {
     }
 
     /// `{"event": {"type", "eventTime", "deviceId", "attributes"…}, "position": {…}?, "device": {"uniqueId"…}}`.
-    public static func decodeEvent(_ bytes: some Collection<UInt8>, now: Date = Date()) throws(APIError) -> ProtocolEvent {
+    /// The event's time must fall in the window fixes must (`PositionValidator.checkTime`): an
+    /// event outside the history window was stored while the position it refers to was refused.
+    public static func decodeEvent(_ bytes: some Collection<UInt8>, validator: PositionValidator,
+                                   now: Date = Date()) throws(APIError) -> ProtocolEvent {
         guard case .object(let object) = try ProtocolJSON.parse(bytes) else {
             throw .badRequest("Send a Traccar event forward: {\"event\":…,\"position\":…,\"device\":…}.", code: "malformed_json")
         }
@@ -320,7 +323,9 @@ public enum TraccarProtocol {
         var uniqueID = try root.object("device")?.uniqueID("uniqueId")
         if uniqueID == nil { uniqueID = try event.uniqueID("uniqueId") }
         var time = try event.time("eventTime")
-        if time == nil { time = try event.time("serverTime") }
+        var timeKey = "eventTime"
+        if time == nil { (time, timeKey) = (try event.time("serverTime"), "serverTime") }
+        if let time { try validator.checkTime(time, field: event.name(timeKey), index: nil, now: now) }
         var attributes: [String: JSONValue] = [:]
         for (key, value) in event.values where !["type", "eventTime", "attributes", "uniqueId"].contains(key) && value != .null {
             attributes[key == "deviceId" ? "traccar_device_id" : key] = value

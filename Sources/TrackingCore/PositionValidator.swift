@@ -79,12 +79,7 @@ public struct PositionValidator: Sendable {
             }
             fixTime = parsed
         }
-        if fixTime.timeIntervalSince(now) > maxFutureSkew {
-            throw fail("timestamp", "is more than \(Int(maxFutureSkew)) seconds in the future; check the device clock")
-        }
-        if now.timeIntervalSince(fixTime) > maxAge {
-            throw fail("timestamp", "is older than the \(Int(maxAge / 86_400))-day window that history keeps")
-        }
+        try checkTime(fixTime, field: "timestamp", index: index, now: now)
 
         let speed = try finite(input.speed, "speed")
         if let speed, speed < 0 { throw fail("speed", "must not be negative (metres per second), got \(speed)") }
@@ -110,6 +105,21 @@ public struct PositionValidator: Sendable {
             latitude: latitude, longitude: longitude, fixTime: fixTime, speed: speed, heading: heading,
             altitude: altitude, accuracy: accuracy, battery: battery, bookingID: booking,
             attributes: attributes)
+    }
+
+    /// The one rule for how far a device's time may be from the server clock, for fixes and
+    /// device events (Traccar's) alike: at most `maxFutureSkew` ahead, at most `maxAge` behind
+    /// (the window history keeps). A 422 naming `field` as the caller's body names it.
+    public func checkTime(_ time: Date, field: String, index: Int?, now: Date) throws(APIError) {
+        let location = index.map { " (position \($0))" } ?? ""
+        if time.timeIntervalSince(now) > maxFutureSkew {
+            throw .invalid("\(field): is more than \(Int(maxFutureSkew)) seconds in the future; check the device clock\(location).",
+                           field: field, index: index)
+        }
+        if now.timeIntervalSince(time) > maxAge {
+            throw .invalid("\(field): is older than the \(Int(maxAge / 86_400))-day window that history keeps\(location).",
+                           field: field, index: index)
+        }
     }
 
     /// Maps a decoding failure to 400 (not JSON at all) or 422 (JSON with a wrongly typed field).

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import TrackingCore
+import TrackingTestSupport
 
 /// Payloads shaped as the real clients send them, decoded to validated positions.
 @Suite("Device protocol decoders")
@@ -105,14 +106,37 @@ struct DeviceProtocolTests {
              "position":{"latitude":52.5,"longitude":13.4},
              "device":{"id":12,"name":"Van 7","uniqueId":"356938035643809"}}
             """
-        let event = try TraccarProtocol.decodeEvent(bytes(body), now: now)
+        let event = try TraccarProtocol.decodeEvent(bytes(body), validator: validator, now: now)
         #expect(event.type == "alarm")
         #expect(event.uniqueID?.rawValue == "356938035643809")
         #expect(event.eventTime == now.addingTimeInterval(-5))
         #expect(event.attributes["alarm"] == .string("sos"))
         #expect(event.attributes["positionId"] == .number(987))
         #expect(event.position?["latitude"] == .number(52.5))
-        #expect(throws: APIError.self) { try TraccarProtocol.decodeEvent(bytes(#"{"event":{"eventTime":1}}"#), now: now) }
+        #expect(throws: APIError.self) { try TraccarProtocol.decodeEvent(bytes(#"{"event":{"eventTime":1}}"#), validator: validator, now: now) }
+    }
+
+    @Test("a Traccar event's time is held to the fixes' window, with the same error as a fix that old", arguments: [
+        -31 * 86_400.0, 3_600.0,
+    ])
+    func traccarEventWindow(offset: Double) throws {
+        let time = now.addingTimeInterval(offset).formatted(Date.ISO8601FormatStyle())
+        func error(_ body: String, _ decode: (String) throws(APIError) -> Void) -> APIError? {
+            do { try decode(body); return nil } catch { return error }
+        }
+        let event = error(#"{"event":{"type":"alarm","eventTime":"\#(time)"},"device":{"uniqueId":"x"}}"#) { body throws(APIError) in
+            _ = try TraccarProtocol.decodeEvent(bytes(body), validator: validator, now: now)
+        }
+        let fix = error(#"{"position":{"fixTime":"\#(time)","latitude":1,"longitude":2},"device":{"uniqueId":"x"}}"#) { body throws(APIError) in
+            _ = try TraccarProtocol.decodePositions(bytes(body), validator: validator, now: now)
+        }
+        let eventError = try require(event, "an event at \(time) was accepted")
+        let fixError = try require(fix, "a fix at \(time) was accepted")
+        #expect(eventError.status == 422 && eventError.status == fixError.status && eventError.code == fixError.code)
+        #expect(eventError.field == "event.eventTime")
+        #expect(eventError.message == "event.eventTime" + fixError.message.dropFirst("position.fixTime".count), "\(eventError.message)")
+        let inside = #"{"event":{"type":"alarm","eventTime":"\#(now.addingTimeInterval(-29 * 86_400).formatted(Date.ISO8601FormatStyle()))"}}"#
+        #expect(try TraccarProtocol.decodeEvent(bytes(inside), validator: validator, now: now).type == "alarm")
     }
 
     @Test("OsmAnd query: knots, every timestamp form, location=lat,lon, unknown keys kept, credentials not")
@@ -240,7 +264,7 @@ struct DeviceProtocolTests {
                 ownTracks.append(fix.position.fixTime)
             }
             let event = #"{"event":{"type":"alarm","eventTime":"\#(text(ms, zone: "+00:00"))"},"device":{"uniqueId":"p"}}"#
-            events.append(try TraccarProtocol.decodeEvent(bytes(event), now: later).eventTime)
+            events.append(try TraccarProtocol.decodeEvent(bytes(event), validator: validator, now: later).eventTime)
         }
         let queryWrong = wrong(query), ownTracksWrong = wrong(ownTracks), eventsWrong = wrong(events)
         #expect(queryWrong.isEmpty, "OsmAnd timestamp: \(queryWrong.count) of 1000 ms decoded otherwise, e.g. \(queryWrong.prefix(5))")

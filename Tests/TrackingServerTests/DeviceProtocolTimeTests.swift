@@ -7,7 +7,7 @@ import TrackingStore
 import TrackingTestSupport
 
 /// Times through every ingest path, read back from PostgreSQL: milliseconds stored exactly as
-/// written, and Traccar 4.x offsets without a colon.
+/// written, Traccar 4.x offsets without a colon, and one history window for fixes and events.
 @Suite("Device protocols: times", .timeLimit(.minutes(3)))
 struct DeviceProtocolTimeTests {
     typealias Fleet = DeviceProtocolIngestTests.Fleet
@@ -147,6 +147,38 @@ struct DeviceProtocolTimeTests {
                 SELECT to_char(fix_time AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US') FROM positions ORDER BY fix_time
                 """)
             #expect(stored == [Self.shown(base, millis: 250), Self.shown(base.addingTimeInterval(1), millis: 500)])
+        }
+    }
+
+    @Test("a Traccar event older than the history window is refused like a position that old; one inside it is stored")
+    func eventHistoryWindow() async throws {
+        try await LiveNode.run { live in
+            let fleet = try await Fleet.create(live)
+            let old = Self.text(DeviceProtocolIngestTests.recent(31 * 86_400), millis: 0, zone: "+00:00")
+            let position = try await live.post("/api/v1/ingest/traccar", apiKey: fleet.ingestKey, json: """
+                {"position":{"fixTime":"\(old)","latitude":52.5,"longitude":13.4},"device":{"uniqueId":"356938035643809"}}
+                """)
+            let event = try await live.post("/api/v1/ingest/traccar/events", apiKey: fleet.ingestKey, json: """
+                {"event":{"type":"alarm","eventTime":"\(old)"},"device":{"uniqueId":"356938035643809"}}
+                """)
+            #expect(position.status == 422, "\(position.body)")
+            #expect(event.status == position.status, "\(event.body)")
+            let positionError = try position.error(), eventError = try event.error()
+            #expect(eventError["code"] as? String == positionError["code"] as? String)
+            #expect(positionError["field"] as? String == "position.fixTime")
+            #expect(eventError["field"] as? String == "event.eventTime")
+            // The same sentence after the field's own name.
+            let positionMessage = positionError["message"] as? String ?? "", eventMessage = eventError["message"] as? String ?? ""
+            #expect(positionMessage.hasPrefix("position.fixTime: is older than"), "\(positionMessage)")
+            #expect(eventMessage == "event.eventTime" + positionMessage.dropFirst("position.fixTime".count), "\(eventMessage)")
+            #expect(try await DeviceProtocolIngestTests.count(live, "SELECT count(*)::int FROM device_events") == 0)
+
+            let inside = Self.text(DeviceProtocolIngestTests.recent(29 * 86_400), millis: 0, zone: "+00:00")
+            let kept = try await live.post("/api/v1/ingest/traccar/events", apiKey: fleet.ingestKey, json: """
+                {"event":{"type":"alarm","eventTime":"\(inside)"},"device":{"uniqueId":"356938035643809"}}
+                """)
+            #expect(kept.status == 200, "\(kept.body)")
+            #expect(try await DeviceProtocolIngestTests.count(live, "SELECT count(*)::int FROM device_events") == 1)
         }
     }
 }
