@@ -19,10 +19,45 @@ public struct DeviceUniqueID: Hashable, Sendable, CustomStringConvertible {
 public struct ProtocolFix: Sendable, Equatable {
     public let uniqueID: DeviceUniqueID?
     public let position: ValidatedPosition
+    /// The protocol's other name for the device, if it has one (Traccar's `deviceId`).
+    public let sourceDevice: SourceDevice?
 
-    public init(uniqueID: DeviceUniqueID?, position: ValidatedPosition) {
+    public init(uniqueID: DeviceUniqueID?, position: ValidatedPosition, sourceDevice: SourceDevice? = nil) {
         self.uniqueID = uniqueID
         self.position = position
+        self.sourceDevice = sourceDevice
+    }
+
+    /// A device key posts for its own device only (README "Device protocols"). A fix that names
+    /// no unique id goes to the key's device, so a batch whose entries carry different Traccar
+    /// `deviceId`s would file several devices' fixes under one: refused whole, naming the first
+    /// entry that differs from the batch's first. (Another unique id than the key's is refused
+    /// when the fixes are resolved: 403.) An ingest key routes each fix by its unique id instead.
+    public static func requireOneSourceDevice(_ fixes: [ProtocolFix]) throws(APIError) {
+        guard let first = fixes.lazy.compactMap(\.sourceDevice).first else { return }
+        for fix in fixes {
+            guard let source = fix.sourceDevice, source.id != first.id else { continue }
+            throw .invalid("""
+                \(source.field): \(source.id.prefix(40)) belongs to a different device than the key (\(first.field) is \(first.id.prefix(40))); \
+                a device key posts for its own device only: post each device's positions with its own key, or all of them \
+                with the tenant's ingest key and each position's uniqueId.
+                """, field: source.field, index: source.index)
+        }
+    }
+}
+
+/// A device id of the protocol's own that is not its unique id: Traccar's `deviceId` (a row id
+/// of the Traccar server). It names no pgtrack device, but two different ones are two devices.
+public struct SourceDevice: Sendable, Equatable {
+    public let id: String
+    /// The field that carried it, as errors name it (`[3].deviceId`), and the batch entry.
+    public let field: String
+    public let index: Int?
+
+    public init(id: String, field: String, index: Int?) {
+        self.id = id
+        self.field = field
+        self.index = index
     }
 }
 
@@ -45,8 +80,10 @@ public enum SpeedUnit {
     public static func kilometresPerHour(_ value: Double) -> Double { value / 3.6 }
 }
 
-/// Times as devices write them: unix seconds or milliseconds (number or digits), ISO-8601 with a
-/// zone (or without one: UTC), `yyyy-MM-dd HH:mm:ss` (UTC).
+/// Times as devices write them: unix seconds or milliseconds (number or digits), or a date-time
+/// read by `Timestamp.parse` (ISO-8601; without a zone, or as `yyyy-MM-dd HH:mm:ss`: UTC).
+/// The Date is handed to the validator as it is (`PositionInput.fixTime`): formatting it to text
+/// and parsing that again is what lost a millisecond.
 public enum ProtocolTime {
     public static func parse(_ value: JSONValue) -> Date? {
         switch value {
@@ -62,30 +99,13 @@ public enum ProtocolTime {
         if text.utf8.allSatisfy({ ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x2E }), let number = Double(text) {
             return epoch(number)
         }
-        if let date = PositionValidator.parseTimestamp(text) { return date }
-        // `2026-11-23 10:15:30` (or with '+' for the space, as form encoding writes it) or
-        // `2026-11-23T10:15:30(.sss)` without a zone: UTC.
-        var iso = text
-        if iso.utf8.count >= 19 {
-            let separator = iso.index(iso.startIndex, offsetBy: 10)
-            if iso[separator] == " " || iso[separator] == "+" { iso.replaceSubrange(separator...separator, with: "T") }
-        }
-        if iso.utf8.count >= 19, iso.utf8.count <= 26, !iso.hasSuffix("Z"), !iso.dropFirst(19).contains(where: { $0 == "+" || $0 == "-" }) {
-            iso += "Z"
-            return PositionValidator.parseTimestamp(iso)
-        }
-        return nil
+        return Timestamp.parse(text, zone: .utcIfAbsent)
     }
 
     /// Unix seconds, or milliseconds when the number is too large to be seconds (after 5138 AD).
     static func epoch(_ number: Double) -> Date? {
         guard number.isFinite, number > 0 else { return nil }
         return Date(timeIntervalSince1970: number >= 1e11 ? number / 1_000 : number)
-    }
-
-    /// What the validator reads back: ISO-8601 with milliseconds.
-    static func iso(_ date: Date) -> String {
-        date.formatted(Date.ISO8601FormatStyle(includingFractionalSeconds: true))
     }
 }
 
@@ -269,7 +289,7 @@ public enum TraccarProtocol {
         let accuracy = try fields.number("accuracy")
         let input = PositionInput(
             latitude: try fields.number("latitude"), longitude: try fields.number("longitude"),
-            timestamp: time.map(ProtocolTime.iso), speed: try fields.number("speed").map(SpeedUnit.knots),
+            fixTime: time, speed: try fields.number("speed").map(SpeedUnit.knots),
             heading: ProtocolJSON.heading(try fields.number("course")), altitude: try fields.number("altitude"),
             // Traccar writes 0 for "unknown accuracy".
             accuracy: accuracy.flatMap { $0 > 0 ? $0 : nil },
@@ -278,12 +298,18 @@ public enum TraccarProtocol {
                      "speed": fields.name("speed"), "heading": fields.name("course"), "altitude": fields.name("altitude"),
                      "accuracy": fields.name("accuracy"), "battery": fields.name("attributes.batteryLevel"),
                      "attributes": fields.name("attributes")]
+        // A deviceId of another type than a number or text is only kept as an attribute, as before.
+        let source = (try? fields.string("deviceId")).map { SourceDevice(id: $0, field: fields.name("deviceId"), index: index) }
         return ProtocolFix(uniqueID: uniqueID,
-                           position: try ProtocolJSON.validate(input, validator: validator, now: now, names: names, index: index))
+                           position: try ProtocolJSON.validate(input, validator: validator, now: now, names: names, index: index),
+                           sourceDevice: source)
     }
 
     /// `{"event": {"type", "eventTime", "deviceId", "attributes"…}, "position": {…}?, "device": {"uniqueId"…}}`.
-    public static func decodeEvent(_ bytes: some Collection<UInt8>, now: Date = Date()) throws(APIError) -> ProtocolEvent {
+    /// The event's time must fall in the window fixes must (`PositionValidator.checkTime`): an
+    /// event outside the history window was stored while the position it refers to was refused.
+    public static func decodeEvent(_ bytes: some Collection<UInt8>, validator: PositionValidator,
+                                   now: Date = Date()) throws(APIError) -> ProtocolEvent {
         guard case .object(let object) = try ProtocolJSON.parse(bytes) else {
             throw .badRequest("Send a Traccar event forward: {\"event\":…,\"position\":…,\"device\":…}.", code: "malformed_json")
         }
@@ -298,7 +324,9 @@ public enum TraccarProtocol {
         var uniqueID = try root.object("device")?.uniqueID("uniqueId")
         if uniqueID == nil { uniqueID = try event.uniqueID("uniqueId") }
         var time = try event.time("eventTime")
-        if time == nil { time = try event.time("serverTime") }
+        var timeKey = "eventTime"
+        if time == nil { (time, timeKey) = (try event.time("serverTime"), "serverTime") }
+        if let time { try validator.checkTime(time, field: event.name(timeKey), index: nil, now: now) }
         var attributes: [String: JSONValue] = [:]
         for (key, value) in event.values where !["type", "eventTime", "attributes", "uniqueId"].contains(key) && value != .null {
             attributes[key == "deviceId" ? "traccar_device_id" : key] = value
@@ -378,7 +406,7 @@ public enum OsmAndProtocol {
         var heading = try number("bearing")
         if heading == nil { heading = try number("heading") }
         let input = PositionInput(
-            latitude: latitude, longitude: longitude, timestamp: ProtocolTime.iso(time),
+            latitude: latitude, longitude: longitude, fixTime: time,
             speed: speed.flatMap { $0 >= 0 ? SpeedUnit.knots($0) : nil },
             heading: ProtocolJSON.heading(heading), altitude: try number("altitude"),
             accuracy: accuracy.flatMap { $0 >= 0 ? $0 : nil }, battery: try number("batt"), attributes: attributes)
@@ -443,7 +471,7 @@ public enum OsmAndProtocol {
         let speed = try coords.number("speed")
         let accuracy = try coords.number("accuracy")
         let input = PositionInput(
-            latitude: try coords.number("latitude"), longitude: try coords.number("longitude"), timestamp: ProtocolTime.iso(time),
+            latitude: try coords.number("latitude"), longitude: try coords.number("longitude"), fixTime: time,
             speed: speed.flatMap { $0 >= 0 ? $0 : nil }, heading: ProtocolJSON.heading(try coords.number("heading")),
             altitude: try coords.number("altitude"), accuracy: accuracy.flatMap { $0 >= 0 ? $0 : nil }, battery: battery,
             attributes: attributes)
@@ -480,7 +508,7 @@ public enum OwnTracksProtocol {
         for (key, value) in object where !known.contains(key) && value != .null { attributes[key] = value }
         let speed = try fields.number("vel")
         let input = PositionInput(
-            latitude: try fields.number("lat"), longitude: try fields.number("lon"), timestamp: ProtocolTime.iso(time),
+            latitude: try fields.number("lat"), longitude: try fields.number("lon"), fixTime: time,
             speed: speed.flatMap { $0 >= 0 ? SpeedUnit.kilometresPerHour($0) : nil },
             heading: ProtocolJSON.heading(try fields.number("cog")), altitude: try fields.number("alt"),
             accuracy: try fields.number("acc").flatMap { $0 >= 0 ? $0 : nil }, battery: try fields.number("batt"),

@@ -5,6 +5,9 @@ public struct PositionInput: Decodable, Sendable {
     public var latitude: Double?
     public var longitude: Double?
     public var timestamp: String?
+    /// The fix time a device protocol already read (`ProtocolTime`); used instead of `timestamp`.
+    /// Never decoded from a body: it spares the protocols a text round trip that lost precision.
+    public var fixTime: Date?
     public var speed: Double?
     public var heading: Double?
     public var altitude: Double?
@@ -18,12 +21,13 @@ public struct PositionInput: Decodable, Sendable {
         case bookingID = "booking_id"
     }
 
-    public init(latitude: Double?, longitude: Double?, timestamp: String?, speed: Double? = nil,
+    public init(latitude: Double?, longitude: Double?, timestamp: String? = nil, fixTime: Date? = nil, speed: Double? = nil,
                 heading: Double? = nil, altitude: Double? = nil, accuracy: Double? = nil,
                 battery: Double? = nil, bookingID: String? = nil, attributes: [String: JSONValue]? = nil) {
         self.latitude = latitude
         self.longitude = longitude
         self.timestamp = timestamp
+        self.fixTime = fixTime
         self.speed = speed
         self.heading = heading
         self.altitude = altitude

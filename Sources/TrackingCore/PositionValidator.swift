@@ -70,16 +70,17 @@ public struct PositionValidator: Sendable {
         guard let longitude = try finite(input.longitude, "longitude") else { throw fail("longitude", "is required") }
         guard (-180...180).contains(longitude) else { throw fail("longitude", "must be between -180 and 180, got \(longitude)") }
 
-        guard let timestampText = input.timestamp else { throw fail("timestamp", "is required (ISO-8601, e.g. 2026-11-23T10:15:30Z)") }
-        guard let fixTime = Self.parseTimestamp(timestampText) else {
-            throw fail("timestamp", "'\(timestampText.prefix(40))' is not an ISO-8601 date-time such as 2026-11-23T10:15:30.250Z")
+        let fixTime: Date
+        if let given = input.fixTime {
+            fixTime = given
+        } else {
+            guard let timestampText = input.timestamp else { throw fail("timestamp", "is required (ISO-8601, e.g. 2026-11-23T10:15:30Z)") }
+            guard let parsed = Timestamp.parse(timestampText) else {
+                throw fail("timestamp", "'\(timestampText.prefix(40))' is not an ISO-8601 date-time such as 2026-11-23T10:15:30.250Z")
+            }
+            fixTime = parsed
         }
-        if fixTime.timeIntervalSince(now) > maxFutureSkew {
-            throw fail("timestamp", "is more than \(Int(maxFutureSkew)) seconds in the future; check the device clock")
-        }
-        if now.timeIntervalSince(fixTime) > maxAge {
-            throw fail("timestamp", "is older than the \(Int(maxAge / 86_400))-day window that history keeps")
-        }
+        try checkTime(fixTime, field: "timestamp", index: index, now: now)
 
         let speed = try finite(input.speed, "speed")
         if let speed, speed < 0 { throw fail("speed", "must not be negative (metres per second), got \(speed)") }
@@ -107,41 +108,19 @@ public struct PositionValidator: Sendable {
             attributes: attributes)
     }
 
-    /// ISO-8601 date-time with a zone (`Z` or `±hh:mm`) and optional fractional seconds.
-    public static func parseTimestamp(_ text: String) -> Date? {
-        guard text.utf8.count <= 40 else { return nil }
-        let parsed = (try? Date(text, strategy: Date.ISO8601FormatStyle(includingFractionalSeconds: true)))
-            ?? (try? Date(text, strategy: Date.ISO8601FormatStyle()))
-        guard let date = parsed, writtenFieldsMatch(text, date) else { return nil }
-        return date
-    }
-
-    /// Foundation's parser rolls impossible values over (25:00 becomes 01:00 the next day,
-    /// February 30 becomes March 2). A fix with such a time is a broken device clock, not a
-    /// time to store: the written fields must be exactly those of the parsed date in its zone.
-    static func writtenFieldsMatch(_ text: String, _ date: Date) -> Bool {
-        let bytes = Array(text.utf8)
-        guard bytes.count >= 20 else { return false }
-        func number(_ range: Range<Int>) -> Int? { Int(String(decoding: bytes[range], as: UTF8.self)) }
-        guard let year = number(0..<4), let month = number(5..<7), let day = number(8..<10),
-              let hour = number(11..<13), let minute = number(14..<16), let second = number(17..<19)
-        else { return false }
-        var offset = 0
-        if bytes.last != UInt8(ascii: "Z") && bytes.last != UInt8(ascii: "z") {
-            guard bytes.count >= 25 else { return false }
-            let zone = Array(bytes.suffix(6))
-            guard zone[0] == UInt8(ascii: "+") || zone[0] == UInt8(ascii: "-"),
-                  let hours = Int(String(decoding: zone[1..<3], as: UTF8.self)),
-                  let minutes = Int(String(decoding: zone[4..<6], as: UTF8.self)), hours < 24, minutes < 60
-            else { return false }
-            offset = (hours * 3_600 + minutes * 60) * (zone[0] == UInt8(ascii: "-") ? -1 : 1)
+    /// The one rule for how far a device's time may be from the server clock, for fixes and
+    /// device events (Traccar's) alike: at most `maxFutureSkew` ahead, at most `maxAge` behind
+    /// (the window history keeps). A 422 naming `field` as the caller's body names it.
+    public func checkTime(_ time: Date, field: String, index: Int?, now: Date) throws(APIError) {
+        let location = index.map { " (position \($0))" } ?? ""
+        if time.timeIntervalSince(now) > maxFutureSkew {
+            throw .invalid("\(field): is more than \(Int(maxFutureSkew)) seconds in the future; check the device clock\(location).",
+                           field: field, index: index)
         }
-        guard let zone = TimeZone(secondsFromGMT: offset) else { return false }
-        var calendar = Calendar(identifier: .gregorian)
-        calendar.timeZone = zone
-        let fields = calendar.dateComponents([.year, .month, .day, .hour, .minute, .second], from: date)
-        return fields.year == year && fields.month == month && fields.day == day
-            && fields.hour == hour && fields.minute == minute && fields.second == second
+        if now.timeIntervalSince(time) > maxAge {
+            throw .invalid("\(field): is older than the \(Int(maxAge / 86_400))-day window that history keeps\(location).",
+                           field: field, index: index)
+        }
     }
 
     /// Maps a decoding failure to 400 (not JSON at all) or 422 (JSON with a wrongly typed field).

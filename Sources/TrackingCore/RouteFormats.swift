@@ -74,9 +74,7 @@ public enum RouteFormats {
     }
 
     /// ISO-8601 UTC with milliseconds, like every time the service emits.
-    public static func isoTime(_ date: Date) -> String {
-        date.formatted(Date.ISO8601FormatStyle(includingFractionalSeconds: true))
-    }
+    public static func isoTime(_ date: Date) -> String { Timestamp.format(date) }
 
     static func xmlEscaped(_ text: String) -> String {
         text.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;")

@@ -409,7 +409,7 @@ struct VisitBody: Decodable {
     }
 
     static func time(_ text: String, _ field: String) throws -> Date {
-        guard let date = PositionValidator.parseTimestamp(text) else {
+        guard let date = Timestamp.parse(text) else {
             throw APIError.invalid("\(field): must be an ISO-8601 time such as 2026-11-23T08:00:00Z.", field: field, index: nil)
         }
         return date

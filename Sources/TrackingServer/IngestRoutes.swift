@@ -38,7 +38,7 @@ struct IngestRoutes {
     @Sendable func traccarEvents(request: Request, context: AppRequestContext) async throws -> Response {
         let caller = try await ingestCaller(request).caller
         let body = try await request.collectBody(limit: 64 << 10)
-        let event = try TraccarProtocol.decodeEvent(body.readableBytesView)
+        let event = try TraccarProtocol.decodeEvent(body.readableBytesView, validator: validator)
         let seq = try await repository.logDeviceEvent(event, as: caller)
         return jsonResponse(#"{"stored":true,"seq":\#(seq)}"#)
     }

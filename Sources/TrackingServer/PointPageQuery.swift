@@ -39,7 +39,7 @@ struct PointPageQuery {
 
     static func time(_ text: String?, name: String) throws -> Date? {
         guard let text else { return nil }
-        guard let date = PositionValidator.parseTimestamp(text) else {
+        guard let date = Timestamp.parse(text) else {
             throw APIError.invalid("\(name): must be an ISO-8601 time such as 2026-11-23T08:00:00Z.", field: name, index: nil)
         }
         return date

@@ -42,7 +42,7 @@ func encodedResponse(_ value: some Encodable, status: HTTPResponse.Status = .ok)
     encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
     encoder.dateEncodingStrategy = .custom { date, encoder in
         var container = encoder.singleValueContainer()
-        try container.encode(date.formatted(Date.ISO8601FormatStyle(includingFractionalSeconds: true)))
+        try container.encode(Timestamp.format(date))
     }
     return jsonResponse(String(decoding: try encoder.encode(value), as: UTF8.self), status: status)
 }

@@ -110,9 +110,11 @@ extension TrackingRepository {
 
     /// Stores fixes decoded from a device protocol, all or nothing, through the same insert as
     /// `POST /api/v1/locations` (one statement per device). Each fix goes to the device its
-    /// unique id names in the caller's tenant; a device key may only name its own device.
+    /// unique id names in the caller's tenant; a device key may only name its own device, and
+    /// its batch may not mix Traccar deviceIds (refused before anything is written).
     public func ingest(_ fixes: [ProtocolFix], as caller: IngestCaller) async throws -> IngestOutcome {
-        try await withTenant(caller.tenant) { connection in
+        if case .device = caller { try ProtocolFix.requireOneSourceDevice(fixes) }
+        return try await withTenant(caller.tenant) { connection in
             let devices = try await resolve(fixes.map(\.uniqueID), as: caller, on: connection)
             var order: [UUID] = []
             var batches: [UUID: [ValidatedPosition]] = [:]
@@ -138,20 +140,22 @@ extension TrackingRepository {
             var payload: [String: JSONValue] = [
                 "device_id": .string(device.uuidString.lowercased()),
                 "event_type": .string(event.type),
-                "event_time": .string(event.eventTime.formatted(Date.ISO8601FormatStyle(includingFractionalSeconds: true))),
+                "event_time": .string(Timestamp.format(event.eventTime)),
                 "attributes": .object(event.attributes),
             ]
             if let position = event.position { payload["position"] = .object(position) }
             let json = String(decoding: try JSONEncoder().encode(payload), as: UTF8.self)
             let attributes = String(decoding: try JSONEncoder().encode(event.attributes), as: UTF8.self)
             let position = try event.position.map { String(decoding: try JSONEncoder().encode($0), as: UTF8.self) }
+            // to_timestamp(float8) rounds to the microsecond, as the positions inserts do; a bound
+            // Date is truncated (PostgresNIO), which can store .317999 for a sent .318.
             let rows = try await connection.query("""
                 WITH logged AS (
                     SELECT pgtrack_log_event(\(caller.tenant.rawValue), 'device_event', \(device), NULL, \(json)::jsonb) AS seq
                 )
                 INSERT INTO device_events (tenant_id, device_id, type, event_time, attributes, position, seq)
-                SELECT \(caller.tenant.rawValue), \(device), \(event.type), \(event.eventTime), \(attributes)::jsonb,
-                       \(position)::jsonb, logged.seq
+                SELECT \(caller.tenant.rawValue), \(device), \(event.type), to_timestamp(\(event.eventTime.timeIntervalSince1970)),
+                       \(attributes)::jsonb, \(position)::jsonb, logged.seq
                   FROM logged
                 RETURNING seq
                 """, logger: logger)

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import TrackingCore
+import TrackingTestSupport
 
 /// Payloads shaped as the real clients send them, decoded to validated positions.
 @Suite("Device protocol decoders")
@@ -73,6 +74,30 @@ struct DeviceProtocolTests {
         }
     }
 
+    @Test("a Traccar batch naming two deviceIds is refused for a device key, naming the first entry that differs")
+    func traccarMixedDeviceIDs() throws {
+        let same = try TraccarProtocol.decodePositions(bytes("""
+            [{"deviceId":7,"fixTime":"2027-01-15T07:59:00Z","latitude":1,"longitude":2},
+             {"fixTime":"2027-01-15T07:59:01Z","latitude":1,"longitude":2},
+             {"position":{"deviceId":"7","fixTime":"2027-01-15T07:59:02Z","latitude":1,"longitude":2},"device":{"id":7}}]
+            """), validator: validator, now: now)
+        try ProtocolFix.requireOneSourceDevice(same)
+        let mixed = try TraccarProtocol.decodePositions(bytes("""
+            [{"deviceId":7,"fixTime":"2027-01-15T07:59:00Z","latitude":1,"longitude":2},
+             {"position":{"deviceId":8,"fixTime":"2027-01-15T07:59:02Z","latitude":1,"longitude":2},"device":{"id":8}}]
+            """), validator: validator, now: now)
+        do {
+            try ProtocolFix.requireOneSourceDevice(mixed)
+            Issue.record("deviceIds 7 and 8 passed as one device")
+        } catch {
+            #expect(error.status == 422)
+            #expect(error.field == "[1].position.deviceId")
+            #expect(error.index == 1)
+            #expect(error.message.hasPrefix("[1].position.deviceId: 8 belongs to a different device than the key ([0].deviceId is 7)"),
+                    "\(error.message)")
+        }
+    }
+
     @Test("Traccar event forward")
     func traccarEvent() throws {
         let body = """
@@ -81,14 +106,37 @@ struct DeviceProtocolTests {
              "position":{"latitude":52.5,"longitude":13.4},
              "device":{"id":12,"name":"Van 7","uniqueId":"356938035643809"}}
             """
-        let event = try TraccarProtocol.decodeEvent(bytes(body), now: now)
+        let event = try TraccarProtocol.decodeEvent(bytes(body), validator: validator, now: now)
         #expect(event.type == "alarm")
         #expect(event.uniqueID?.rawValue == "356938035643809")
         #expect(event.eventTime == now.addingTimeInterval(-5))
         #expect(event.attributes["alarm"] == .string("sos"))
         #expect(event.attributes["positionId"] == .number(987))
         #expect(event.position?["latitude"] == .number(52.5))
-        #expect(throws: APIError.self) { try TraccarProtocol.decodeEvent(bytes(#"{"event":{"eventTime":1}}"#), now: now) }
+        #expect(throws: APIError.self) { try TraccarProtocol.decodeEvent(bytes(#"{"event":{"eventTime":1}}"#), validator: validator, now: now) }
+    }
+
+    @Test("a Traccar event's time is held to the fixes' window, with the same error as a fix that old", arguments: [
+        -31 * 86_400.0, 3_600.0,
+    ])
+    func traccarEventWindow(offset: Double) throws {
+        let time = now.addingTimeInterval(offset).formatted(Date.ISO8601FormatStyle())
+        func error(_ body: String, _ decode: (String) throws(APIError) -> Void) -> APIError? {
+            do { try decode(body); return nil } catch { return error }
+        }
+        let event = error(#"{"event":{"type":"alarm","eventTime":"\#(time)"},"device":{"uniqueId":"x"}}"#) { body throws(APIError) in
+            _ = try TraccarProtocol.decodeEvent(bytes(body), validator: validator, now: now)
+        }
+        let fix = error(#"{"position":{"fixTime":"\#(time)","latitude":1,"longitude":2},"device":{"uniqueId":"x"}}"#) { body throws(APIError) in
+            _ = try TraccarProtocol.decodePositions(bytes(body), validator: validator, now: now)
+        }
+        let eventError = try require(event, "an event at \(time) was accepted")
+        let fixError = try require(fix, "a fix at \(time) was accepted")
+        #expect(eventError.status == 422 && eventError.status == fixError.status && eventError.code == fixError.code)
+        #expect(eventError.field == "event.eventTime")
+        #expect(eventError.message == "event.eventTime" + fixError.message.dropFirst("position.fixTime".count), "\(eventError.message)")
+        let inside = #"{"event":{"type":"alarm","eventTime":"\#(now.addingTimeInterval(-29 * 86_400).formatted(Date.ISO8601FormatStyle()))"}}"#
+        #expect(try TraccarProtocol.decodeEvent(bytes(inside), validator: validator, now: now).type == "alarm")
     }
 
     @Test("OsmAnd query: knots, every timestamp form, location=lat,lon, unknown keys kept, credentials not")
@@ -172,10 +220,57 @@ struct DeviceProtocolTests {
     @Test("protocol times", arguments: [
         ("1799999990", 1_799_999_990.0), ("1799999990500", 1_799_999_990.5), ("2027-01-15 07:59:50", 1_799_999_990.0),
         ("2027-01-15+07:59:50", 1_799_999_990.0), ("2027-01-15T07:59:50", 1_799_999_990.0), ("2027-01-15T09:59:50+02:00", 1_799_999_990.0),
+        ("2027-01-15T07:59:50.000+0000", 1_799_999_990.0), ("2027-01-15T02:29:50-0530", 1_799_999_990.0),
+        ("2027-01-15 07:59:50.318", 1_799_999_990.318),
     ])
     func times(text: String, epoch: Double) throws {
         let date = try #require(ProtocolTime.parse(text), "\(text)")
         #expect(abs(date.timeIntervalSince1970 - epoch) < 0.001)
+    }
+
+    /// Microseconds since 1970, rounded: what PostgreSQL's to_timestamp keeps of a Date.
+    static func micros(_ date: Date) -> Int64 { Int64((date.timeIntervalSince1970 * 1_000_000).rounded()) }
+
+    /// The milliseconds (0–999 after `now`) whose decoded time is not exactly the one written.
+    func wrong(_ times: [Date]) -> [Int] {
+        zip(0..<1_000, times).filter { Self.micros($0.1) != Self.micros(now) + Int64($0.0) * 1_000 }.map(\.0)
+    }
+
+    @Test("every millisecond of a second is decoded exactly by each protocol (no .318 read as .317, .999 as .998)")
+    func everyMillisecond() throws {
+        let millis = Array(0..<1_000)
+        let later = now.addingTimeInterval(10)
+        func text(_ ms: Int, zone: String = "Z") -> String { "2027-01-15T08:00:00." + String(format: "%03d", ms) + zone }
+
+        let traccar = "[" + millis.map { #"{"deviceId":1,"fixTime":"\#(text($0, zone: "+00:00"))","latitude":1,"longitude":2}"# }
+            .joined(separator: ",") + "]"
+        let traccarWrong = wrong(try TraccarProtocol.decodePositions(bytes(traccar), validator: validator, now: later).map(\.position.fixTime))
+        #expect(traccarWrong.isEmpty, "Traccar fixTime: \(traccarWrong.count) of 1000 ms decoded otherwise, e.g. \(traccarWrong.prefix(5))")
+
+        let client = #"{"device_id":"p","location":["# + millis.map { #"{"timestamp":"\#(text($0))","coords":{"latitude":1,"longitude":2}}"# }
+            .joined(separator: ",") + "]}"
+        let clientWrong = wrong(try OsmAndProtocol.decodeJSON(bytes(client), validator: validator, now: later).map(\.position.fixTime))
+        #expect(clientWrong.isEmpty, "Traccar Client JSON: \(clientWrong.count) of 1000 ms decoded otherwise, e.g. \(clientWrong.prefix(5))")
+
+        var query: [Date] = []
+        var ownTracks: [Date] = []
+        var events: [Date] = []
+        for ms in millis {
+            query.append(try OsmAndProtocol.decodeQuery([("id", "p"), ("lat", "1"), ("lon", "2"), ("timestamp", text(ms))],
+                                                        validator: validator, now: later).position.fixTime)
+            let tst = "1800000000." + String(format: "%03d", ms)
+            let message = #"{"_type":"location","lat":1,"lon":2,"tst":\#(tst)}"#
+            if let fix = try OwnTracksProtocol.decode(bytes(message), uniqueID: nil, validator: validator, now: later) {
+                ownTracks.append(fix.position.fixTime)
+            }
+            let event = #"{"event":{"type":"alarm","eventTime":"\#(text(ms, zone: "+00:00"))"},"device":{"uniqueId":"p"}}"#
+            events.append(try TraccarProtocol.decodeEvent(bytes(event), validator: validator, now: later).eventTime)
+        }
+        let queryWrong = wrong(query), ownTracksWrong = wrong(ownTracks), eventsWrong = wrong(events)
+        #expect(queryWrong.isEmpty, "OsmAnd timestamp: \(queryWrong.count) of 1000 ms decoded otherwise, e.g. \(queryWrong.prefix(5))")
+        #expect(ownTracks.count == 1_000)
+        #expect(ownTracksWrong.isEmpty, "OwnTracks tst: \(ownTracksWrong.count) of 1000 ms decoded otherwise, e.g. \(ownTracksWrong.prefix(5))")
+        #expect(eventsWrong.isEmpty, "Traccar eventTime: \(eventsWrong.count) of 1000 ms decoded otherwise, e.g. \(eventsWrong.prefix(5))")
     }
 
     @Test("unique ids: printable ASCII without spaces")

@@ -143,6 +143,41 @@ struct DeviceProtocolIngestTests {
         }
     }
 
+    @Test("a device key's Traccar batch naming another Traccar deviceId is 422 naming the entry, and nothing is written")
+    func traccarDeviceKeyMixedDevices() async throws {
+        try await LiveNode.run { live in
+            let fleet = try await Fleet.create(live)
+            // Traccar's own ids (deviceId) without unique ids: all would have gone to the key's device.
+            let mixed = """
+                [{"deviceId":1,"fixTime":"\(Self.traccarTime(Self.recent(100)))","latitude":52.1,"longitude":13.1},
+                 {"deviceId":1,"fixTime":"\(Self.traccarTime(Self.recent(90)))","latitude":52.2,"longitude":13.2},
+                 {"fixTime":"\(Self.traccarTime(Self.recent(85)))","latitude":52.25,"longitude":13.25},
+                 {"deviceId":2,"fixTime":"\(Self.traccarTime(Self.recent(80)))","latitude":52.3,"longitude":13.3}]
+                """
+            let refused = try await live.post("/api/v1/ingest/traccar", apiKey: fleet.deviceKey, json: mixed)
+            #expect(refused.status == 422, "\(refused.body)")
+            let error = try refused.error()
+            #expect(error["field"] as? String == "[3].deviceId")
+            #expect(error["index"] as? Int == 3)
+            let message = error["message"] as? String ?? ""
+            #expect(message.hasPrefix("[3].deviceId: 2 belongs to a different device than the key"), "\(message)")
+            #expect(try await Self.count(live, "SELECT count(*)::int FROM positions") == 0, "nothing of the refused batch was written")
+
+            // With the tenant's ingest key each entry names its device by unique id and goes to it.
+            let routed = """
+                [{"deviceId":1,"fixTime":"\(Self.traccarTime(Self.recent(70)))","latitude":52.4,"longitude":13.4,
+                  "attributes":{"uniqueId":"356938035643809"}},
+                 {"deviceId":2,"fixTime":"\(Self.traccarTime(Self.recent(60)))","latitude":52.5,"longitude":13.5,
+                  "attributes":{"uniqueId":"jane"}}]
+                """
+            let reply = try await live.post("/api/v1/ingest/traccar", apiKey: fleet.ingestKey, json: routed)
+            #expect(reply.status == 200, "\(reply.body)")
+            let own = try await Self.stored(live, device: fleet.device.id).map(\.latitude)
+            let other = try await Self.stored(live, device: fleet.other.id).map(\.latitude)
+            #expect(own == [52.4] && other == [52.5], "own \(own), other \(other)")
+        }
+    }
+
     @Test("unknown unique ids are 404, bad keys 401, and nothing is stored")
     func unknownDevice() async throws {
         try await LiveNode.run { live in

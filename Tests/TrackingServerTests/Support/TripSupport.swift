@@ -312,5 +312,5 @@ struct NoTripRow: Error, CustomStringConvertible {
 /// Parses the ISO-8601 times the service emits (milliseconds, `Z`).
 func isoDate(_ text: Any?) -> Date? {
     guard let text = text as? String else { return nil }
-    return PositionValidator.parseTimestamp(text)
+    return Timestamp.parse(text)
 }
