@@ -120,6 +120,8 @@ let package = Package(
             name: "TrackingServerTests",
             dependencies: [
                 "TrackingCore", "TrackingStore", "TrackingServer", "TrackingTestSupport",
+                // The demo tenant's provisioning and driving (DemoFleetTests).
+                "TrackingLoad",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),

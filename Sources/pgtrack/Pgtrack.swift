@@ -7,7 +7,7 @@ struct Pgtrack: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "pgtrack",
         abstract: "Real-time location tracking where PostgreSQL is the bus.",
-        subcommands: [Serve.self, Migrate.self, Maintain.self, Database.self, Admin.self, Simulate.self, Bench.self])
+        subcommands: [Serve.self, Migrate.self, Maintain.self, Database.self, Admin.self, Simulate.self, Bench.self, Demo.self])
 
     /// Logging is bootstrapped once per process, here and not in buildApplication (tests build many apps).
     static func bootstrapLogging() {
